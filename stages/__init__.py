@@ -1,0 +1,1 @@
+"""The four pipeline stages (decoder, preprocessor, inference, encoder) and the colour math they share."""

@@ -1,0 +1,91 @@
+"""The input's first audio track, carried into the output beside the colorized video.
+
+The encoder opens the input a second time, audio only, and interleaves audio packets with the
+video it writes (everything up to the time of the last video frame written). Packets are copied
+without re-encoding where the output container takes the codec; otherwise they are transcoded
+to AAC.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+
+COPYABLE = {
+    "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
+    "matroska": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "vorbis", "pcm_s16le",
+                 "pcm_s24le", "pcm_f32le", "dts", "truehd", "mp2"},
+}
+
+
+class AudioTrack:
+    """Copies or transcodes the first audio stream of ``input_path`` into ``output``.
+
+    ``mode``: 'auto' (copy if the container takes the codec, else AAC), 'copy', 'aac' or 'none'.
+    Inactive (``stream is None``) when the input has no audio or ``mode`` is 'none'.
+    """
+
+    def __init__(self, input_path: str, output, container_kind: str, mode: str, bitrate_kbps: int):
+        self.stream = None
+        self.packets_written = 0
+        if mode == "none":
+            return
+        self.source = av.open(input_path)
+        audio = self.source.streams.audio
+        if not audio:
+            self.source.close()
+            return
+        self.input_stream = audio[0]
+        codec = self.input_stream.codec_context.codec.canonical_name
+        self.copy = mode == "copy" or (mode == "auto" and codec in COPYABLE.get(container_kind, set()))
+        self.output = output
+        if self.copy:
+            self.stream = output.add_stream_from_template(self.input_stream)
+        else:
+            ctx = self.input_stream.codec_context
+            self.stream = output.add_stream("aac", rate=ctx.sample_rate or 48000)
+            self.stream.codec_context.layout = ctx.layout.name if ctx.layout else "stereo"
+            self.stream.bit_rate = bitrate_kbps * 1000
+        self.codec_name = codec
+        self._packets = self.source.demux(self.input_stream)
+        self._held = None
+
+    def write_until(self, seconds: float | None) -> None:
+        """Mux every audio packet that starts before ``seconds`` (all remaining if None)."""
+        if self.stream is None:
+            return
+        while True:
+            packet = self._held if self._held is not None else next(self._packets, None)
+            self._held = None
+            if packet is None:
+                if not self.copy:
+                    self._mux(self.stream.encode(None))
+                return
+            if packet.dts is None and packet.pts is None:
+                continue
+            start = packet.pts if packet.pts is not None else packet.dts
+            if seconds is not None and start * packet.time_base > Fraction(seconds).limit_denominator(1_000_000):
+                self._held = packet
+                return
+            if self.copy:
+                packet.stream = self.stream
+                self.output.mux(packet)
+                self.packets_written += 1
+            else:
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    continue
+                for frame in frames:
+                    frame.pts = None
+                    self._mux(self.stream.encode(frame))
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            self.output.mux(packet)
+            self.packets_written += 1
+
+    def close(self) -> None:
+        source = getattr(self, "source", None)
+        if source is not None:
+            source.close()

@@ -1,0 +1,163 @@
+"""Temporal stability of the predicted colours: motion-compensated blending of ab over frames.
+
+Colorizing each frame alone makes colours shimmer: the model's ab for the same object changes
+with compression noise, small motions and lighting. :class:`TemporalSmoother` keeps the previous
+*stabilised* ab, moves it along a dense optical flow estimated on low-resolution lightness, and
+blends it with the new prediction wherever the motion compensation explains the lightness:
+
+    ab_out = α·warp(ab_out_prev) + (1 − α)·ab_new,   α = strength · confidence,
+    confidence = exp(−(e / error_tolerance)²),   e = |L_cur − warp(L_prev)| (brightness-shift removed).
+
+Occluded, uncovered or badly tracked pixels (large e, or their source outside the previous frame)
+take the new prediction; a scene cut (mean e over the frame above ``scene_cut_threshold``) drops
+the history altogether, so no colour is carried across a cut.
+
+Frames must be given in presentation order (the encoder is where they are back in order). All the
+work happens at low resolution: the frame is area-downscaled so its longer side is ``flow_size``
+pixels (aspect kept), flow is OpenCV's DIS; ab is warped on its own grid (h×w, typically 56×56,
+covering the whole frame). The cost is about 0.5–1 ms per frame on one CPU core, independent of
+the frame size apart from the downscale. The output is deterministic for a given input sequence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+L_PER_UINT8 = np.float32(100.0 / 255.0)
+
+
+@dataclass
+class TemporalConfig:
+    """Temporal smoothing of the predicted ab, done by the encoder (frames in presentation order)."""
+
+    enabled: bool = True
+    """False: each frame keeps its own prediction (``update`` returns it unchanged)."""
+    strength: float = field(default=0.85, metadata={"min": 0.0, "max": 0.99})
+    """Weight of the motion-compensated history where it is fully trusted (0 = off; 0.85 ≈ 6-frame memory)."""
+    error_tolerance: float = field(default=3.0, metadata={"min": 0.1, "max": 100.0})
+    """Lightness warp error (Lab L units) at which trust in the history falls to 1/e."""
+    scene_cut_threshold: float = field(default=10.0, metadata={"min": 0.0, "max": 100.0})
+    """Mean motion-compensated lightness error (L units) above which a frame starts a new scene."""
+    flow_size: int = field(default=160, metadata={"min": 16, "max": 1024})
+    """Longer side (px) of the low-resolution lightness the optical flow is computed on."""
+    flow_preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
+    """OpenCV DIS optical flow preset: speed against accuracy."""
+
+
+@dataclass(frozen=True)
+class TemporalStep:
+    """What the last :meth:`TemporalSmoother.update` did: diagnostics, not needed to use the smoother.
+
+    ``scene_cut``: the history was dropped (first frame, detected or signalled cut, size change).
+    ``mean_error``: mean motion-compensated lightness error (L units; nan when no history).
+    ``mean_confidence``: mean trust in the history over the ab grid (0..1; 0 at a cut).
+    """
+
+    scene_cut: bool
+    mean_error: float
+    mean_confidence: float
+
+
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return xs, ys
+
+
+class TemporalSmoother:
+    """Stabilises per-frame ab predictions over time; one instance per video stream.
+
+    Call :meth:`update` once per frame, in presentation order; :meth:`reset` forgets the history
+    (a seek, a new stream). Not thread-safe; holds only low-resolution state (a few tens of KB).
+    """
+
+    def __init__(self, config: TemporalConfig | None = None):
+        self.config = config or TemporalConfig()
+        self._flow = cv2.DISOpticalFlow_create(DIS_PRESETS[self.config.flow_preset])
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.last_step = TemporalStep(scene_cut=True, mean_error=float("nan"), mean_confidence=0.0)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history: the next frame's output is its own prediction."""
+        self._prev_l: np.ndarray | None = None
+        self._prev_ab: np.ndarray | None = None
+
+    def update(self, rgb: np.ndarray, ab: np.ndarray, scene_cut: bool = False) -> np.ndarray:
+        """Stabilise one frame's prediction.
+
+        ``rgb``: the frame, uint8 H×W×3 (RGB; only its lightness is used). ``ab``: the model's
+        prediction for it, float32 2×h×w in Lab units, covering the whole frame. ``scene_cut``:
+        True when the caller knows this frame starts a new shot (history is dropped).
+        Returns float32 2×h×w (a new array; ``ab`` is not modified). At the first frame, after
+        :meth:`reset` and at a scene cut the result equals ``ab``.
+        """
+        ab = np.asarray(ab, dtype=np.float32)
+        if not self.config.enabled or self.config.strength <= 0.0:
+            self.last_step = TemporalStep(scene_cut=False, mean_error=float("nan"), mean_confidence=0.0)
+            return ab.copy()
+        lightness = self._lightness(rgb)
+        prev_l, prev_ab = self._prev_l, self._prev_ab
+        self._prev_l = lightness
+        if (scene_cut or prev_l is None or prev_l.shape != lightness.shape
+                or prev_ab is None or prev_ab.shape != ab.shape):
+            return self._restart(ab)
+
+        flow = self._flow.calc(lightness, prev_l, None)
+        fh, fw = lightness.shape
+        xs, ys = self._grid(fh, fw)
+        warped_l = cv2.remap(prev_l, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+        residual = lightness.astype(np.float32) - warped_l.astype(np.float32)
+        residual -= residual.mean()  # a global brightness change (flash, fade, old film) is no motion error
+        error = np.abs(residual) * L_PER_UINT8
+        mean_error = float(error.mean())
+        if mean_error > self.config.scene_cut_threshold:
+            return self._restart(ab, mean_error)
+
+        h, w = ab.shape[1:]
+        flow_ab = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
+        map_x, map_y = self._grid(h, w)
+        map_x = map_x + flow_ab[..., 0] * np.float32(w / fw)
+        map_y = map_y + flow_ab[..., 1] * np.float32(h / fh)
+        warped_ab = cv2.remap(np.ascontiguousarray(prev_ab.transpose(1, 2, 0)), map_x, map_y,
+                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        error_ab = cv2.resize(error, (w, h), interpolation=cv2.INTER_AREA)
+        confidence = np.exp(-np.square(error_ab * np.float32(1.0 / self.config.error_tolerance)))
+        inside = (map_x > -0.5) & (map_x < w - 0.5) & (map_y > -0.5) & (map_y < h - 0.5)
+        alpha = np.where(inside, confidence * np.float32(self.config.strength), np.float32(0.0))
+        out = ab + alpha[None] * (warped_ab.transpose(2, 0, 1) - ab)
+        self._prev_ab = out
+        self.last_step = TemporalStep(scene_cut=False, mean_error=mean_error,
+                                      mean_confidence=float(confidence.mean()))
+        return out.copy()
+
+    def _restart(self, ab: np.ndarray, mean_error: float = float("nan")) -> np.ndarray:
+        self._prev_ab = ab.copy()
+        self.last_step = TemporalStep(scene_cut=True, mean_error=mean_error, mean_confidence=0.0)
+        return ab.copy()
+
+    def _lightness(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 H×W×3 → uint8 lightness (Lab L · 255/100) with longer side ``flow_size``."""
+        height, width = rgb.shape[:2]
+        scale = self.config.flow_size / max(height, width)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = rgb
+        while small.shape[0] >= 2 * target[1] and small.shape[1] >= 2 * target[0]:
+            small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        if (small.shape[1], small.shape[0]) != target:
+            small = cv2.resize(small, target, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2LAB)[:, :, 0].copy()
+
+    def _grid(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (height, width)
+        if key not in self._grids:
+            self._grids[key] = _grid(height, width)
+        return self._grids[key]

@@ -1,0 +1,201 @@
+"""The ``colorize`` command.
+
+    colorize INPUT -o OUTPUT [--config FILE.yaml] [--model FILE.onnx] [--stream N] [--quiet]
+    colorize convert-caffe PROTOTXT CAFFEMODEL -o model.onnx
+    colorize evaluate MODEL IMAGES_DIR [--sheet sheet.png]
+
+Everything the user gives is validated here, before any stage process starts: a bad input, path,
+model or config is one ``error:`` line and exit code 2, with nothing written. A stage failing
+while running is exit code 1; Ctrl-C is exit code 130.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from models import DEFAULT_MODEL_PATH
+from models.runtime import ColorModel, ModelError, SessionSettings
+from stream.config import ConfigError, PipelineConfig, load_config
+from stream.errors import InputError, PipelineError
+from stream.progress import ProgressBar, summary_line
+from stream.stage import Job
+from stream.still_image import IMAGE_SUFFIXES, colorize_image
+from stream.supervisor import Supervisor
+
+VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+EXIT_INTERRUPTED = 130
+
+
+def _subcommands() -> dict:
+    def convert_caffe(argv):
+        from models.caffe.convert import main
+        return main(argv)
+
+    def evaluate(argv):
+        from models.evaluate import main
+        return main(argv)
+
+    return {"convert-caffe": convert_caffe, "evaluate": evaluate}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="colorize",
+        description="Colorize a black-and-white video or image (Zhang et al. 2016 model, ONNX Runtime). "
+                    "Other commands: convert-caffe, evaluate (run 'colorize COMMAND --help').")
+    parser.add_argument("input", help="video file (anything FFmpeg reads) or image (jpg, png, bmp, tif)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output: .mp4/.m4v/.mov/.mkv for video (H.264), an image suffix for images")
+    parser.add_argument("--config", type=Path, help="pipeline YAML (default: built-in defaults, see configs/default.yaml)")
+    parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
+    parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    return parser
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated command line."""
+
+    input: str
+    output: Path
+    model: Path
+    config: PipelineConfig
+    is_image: bool
+    stream_index: int
+    quiet: bool
+
+
+def validate(args: argparse.Namespace) -> Request:
+    """Check everything the user gave; raise InputError/ConfigError/ModelError with one line."""
+    is_url = "://" in args.input
+    source = Path(args.input)
+    if not is_url:
+        if not source.exists():
+            raise InputError(f"input not found: {source}")
+        if source.is_dir():
+            raise InputError(f"input is a directory, not a file: {source}")
+    output = Path(args.output)
+    is_image = not is_url and source.suffix.lower() in IMAGE_SUFFIXES
+    allowed = IMAGE_SUFFIXES if is_image else set(VIDEO_FORMATS)
+    if output.suffix.lower() not in allowed:
+        kind = "an image" if is_image else "a video"
+        raise InputError(f"unknown output extension '{output.suffix or '(none)'}' for {kind}: "
+                         f"use one of {', '.join(sorted(allowed))}")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output directory is not writable: {parent}")
+    if output.is_dir():
+        raise InputError(f"output is a directory: {output}")
+    if not is_url and (output.resolve() == source.resolve()
+                       or (output.exists() and os.path.samefile(output, source))):
+        raise InputError(f"output path is the same as the input: {output}")
+    if args.stream < 0:
+        raise InputError(f"--stream must be 0 or more, got {args.stream}")
+    config = load_config(args.config)
+    model = args.model or DEFAULT_MODEL_PATH
+    if args.model is None and not model.is_file():
+        raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
+    return Request(args.input, output, model, config, is_image, args.stream, args.quiet)
+
+
+def probe_video(path: str, stream_index: int) -> tuple[int, int]:
+    """Open the input once to check it has the video stream asked for; returns its frame rate."""
+    from stages.decoder import open_input
+
+    container = open_input(path)
+    try:
+        videos = container.streams.video
+        if not videos:
+            raise InputError(f"no video stream in {path}")
+        if stream_index >= len(videos):
+            raise InputError(f"--stream {stream_index}: {path} has {len(videos)} video stream(s), numbered from 0")
+        stream = videos[stream_index]
+        rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(100_000)
+        return rate.numerator, rate.denominator
+    finally:
+        container.close()
+
+
+def temporary_output(output: Path) -> Path:
+    """A hidden name beside the output; the file only takes the output's name once complete."""
+    return output.with_name(f".{output.stem}.colorize-{os.getpid()}.part{output.suffix}")
+
+
+def partial_output(output: Path) -> Path:
+    """Where an interrupted run keeps the frames done so far (a playable file, clearly marked)."""
+    return output.with_name(f"{output.stem}.partial{output.suffix}")
+
+
+def run_video(request: Request) -> int:
+    model_input_size = ColorModel(request.model, SessionSettings(
+        provider=request.config.inference.provider, device_id=request.config.inference.device_id,
+        intra_op_threads=1)).input_size
+    frame_rate = probe_video(request.input, request.stream_index)
+    tmp = temporary_output(request.output)
+    job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
+              output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=frame_rate,
+              model_input_size=model_input_size, stream_index=request.stream_index)
+    bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
+    supervisor = Supervisor(job, request.config, on_progress=bar)
+    try:
+        report = supervisor.run()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    if report.frames_written == 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        if report.interrupted:
+            print("interrupted before the first frame was written; nothing kept", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise InputError(f"no decodable video frames in {request.input}")
+    if report.interrupted:
+        kept = partial_output(request.output)
+        tmp.replace(kept)
+        print(f"interrupted: kept the {report.frames_written} frames done so far in {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    tmp.replace(request.output)
+    if not request.quiet:
+        print(summary_line(report, str(request.output), supervisor.replicas), file=sys.stderr)
+    return 0
+
+
+def run_image(request: Request) -> int:
+    model = ColorModel(request.model, SessionSettings(provider=request.config.inference.provider,
+                                                     device_id=request.config.inference.device_id))
+    height, width = colorize_image(Path(request.input), request.output, model)
+    if not request.quiet:
+        print(f"{width}x{height} image -> {request.output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    subcommands = _subcommands()
+    if argv and argv[0] in subcommands:
+        return subcommands[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        request = validate(args)
+        return run_image(request) if request.is_image else run_video(request)
+    except (InputError, ConfigError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; output removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

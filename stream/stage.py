@@ -1,0 +1,253 @@
+"""The stage process: what every pipeline stage runs, whatever its job.
+
+A stage class (in ``stages/``) implements a few hooks; :func:`run_stage` is the process entry
+point that wires it to its sockets, runs the receive → handle → send loop, measures busy time and
+reports to the supervisor. The protocol:
+
+* Frames flow downstream; a stage may hold frames back (batching) and emit them later.
+* End of stream (EOS) is forwarded after everything the stage holds has been sent.
+* The sink (encoder) reports ``done`` when it has written every frame the EOS announced; the
+  supervisor then sends ``stop`` to all stages. Intermediate stages keep serving until ``stop``,
+  because with several replicas frames may still arrive after an EOS passed through.
+* Any exception becomes one ``error`` event (a single line) and a non-zero exit.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable
+
+import zmq
+
+from stream.config import PipelineConfig
+from stream.errors import InputError
+from stream.messages import Message, end_of_stream
+from stream.transport import CommandListener, ControlChannel, Endpoints, Link
+
+COMMAND_POLL_MS = 100
+
+
+@dataclass(frozen=True)
+class Job:
+    """What this run works on, as probed and validated by the supervisor.
+
+    ``output_tmp`` is where the encoder writes before the supervisor renames the file into place;
+    ``output_format`` is the FFmpeg muxer name ('mp4', 'mov', 'matroska'); ``frame_rate`` the
+    source's average rate (numerator, denominator), for the encoder's rate control.
+    """
+
+    input: str
+    output_tmp: str
+    model: str
+    output_format: str = "mp4"
+    frame_rate: tuple[int, int] = (25, 1)
+    model_input_size: tuple[int, int] = (224, 224)
+    live: bool = False
+    stream_index: int = 0
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything a stage process needs, passed to :func:`run_stage` (picklable)."""
+
+    stage: str
+    replica: int
+    job: Job
+    config: PipelineConfig
+    endpoints: Endpoints
+    parent_pid: int = field(default_factory=os.getpid)
+
+
+class Stage:
+    """Base of the four stages. Subclasses override the hooks they need.
+
+    ``input_link`` / ``output_link``: names of the links read and written (None for the decoder's
+    input and the encoder's output). Hooks run inside the stage's own process.
+    """
+
+    name: ClassVar[str]
+    input_link: ClassVar[str | None] = None
+    output_link: ClassVar[str | None] = None
+
+    def __init__(self, spec: StageSpec, control: ControlChannel):
+        self.spec, self.job, self.config, self.control = spec, spec.job, spec.config, control
+        self.finished = False
+
+    def open(self) -> None:
+        """Heavy set-up (opening files, loading models), before the first frame."""
+
+    def produce(self) -> Iterable[Message]:
+        """Sources only: yield frames until the input ends."""
+        raise NotImplementedError
+
+    def handle(self, message: Message) -> Iterable[Message]:
+        """One frame in, zero or more frames out."""
+        return (message,)
+
+    def flush(self) -> Iterable[Message]:
+        """Everything still held, at end of stream or when a batch deadline passes."""
+        return ()
+
+    def deadline(self) -> float | None:
+        """Monotonic time at which :meth:`flush` must run even without new input, or None."""
+        return None
+
+    def on_end_of_stream(self, message: Message) -> None:
+        """Called when EOS arrives (after :meth:`flush`); the sink sets ``finished`` when complete."""
+
+    def drain(self) -> None:
+        """Sources: stop producing soon (Ctrl-C); the stream then ends normally."""
+
+    def close(self) -> None:
+        """Release resources; called on every exit path."""
+
+    def stats(self) -> dict:
+        """Stage-specific figures added to the final ``stats`` event."""
+        return {}
+
+
+def stage_class(name: str) -> type[Stage]:
+    module = importlib.import_module(f"stages.{name}")
+    return getattr(module, "STAGE")
+
+
+def _die_with_parent(stage: str) -> None:
+    """Ask Linux to SIGKILL this process when the supervisor dies, so no stage is orphaned,
+    and name it ``cz-<stage>`` (as shown by ps and /proc/PID/comm)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(15, ctypes.c_char_p(f"cz-{stage}".encode()[:15]))  # PR_SET_NAME
+    except OSError:
+        pass
+
+
+def _queue_depth(config: PipelineConfig, link: str) -> int:
+    consumer = {"frames": config.preprocessor, "tensors": config.inference, "colour": config.encoder}[link]
+    return consumer.queue_depth
+
+
+def run_stage(spec: StageSpec) -> None:
+    """Process entry point: run one stage replica until done, stopped or failed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(spec.stage)
+    if os.getppid() != spec.parent_pid:
+        os._exit(1)
+    cls = stage_class(spec.stage)
+    stage_config = getattr(spec.config, spec.stage)
+    if stage_config.cpu_affinity:
+        os.sched_setaffinity(0, stage_config.cpu_affinity)
+    context = zmq.Context()
+    control = ControlChannel(context, spec.endpoints.control, spec.stage, spec.replica)
+    commands = CommandListener(context, spec.endpoints.commands)
+    stage = cls(spec, control)
+    inbound = outbound = None
+    busy = 0.0
+    exit_code = 0
+    started = time.monotonic()
+    try:
+        if cls.input_link:
+            inbound = Link.receiver(context, spec.endpoints.links[cls.input_link][spec.replica],
+                                    _queue_depth(spec.config, cls.input_link))
+        if cls.output_link:
+            outbound = Link.sender(context, spec.endpoints.links[cls.output_link],
+                                   _queue_depth(spec.config, cls.output_link))
+        t0 = time.monotonic()
+        stage.open()
+        busy += time.monotonic() - t0
+        control.emit("ready")
+        if inbound is None:
+            busy += _run_source(stage, outbound, commands)
+        else:
+            busy += _run_filter(stage, inbound, outbound, commands)
+        if stage.finished:
+            control.emit("done", **stage.stats())
+    except InputError as exc:
+        control.emit("error", message=str(exc), exit_code=2)
+        exit_code = 2
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the supervisor as one line
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        control.emit("error", message=f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__,
+                     exit_code=1, traceback=traceback.format_exc(limit=8))
+        exit_code = 1
+    finally:
+        try:
+            stage.close()
+        finally:
+            control.emit("stats", busy_s=busy, alive_s=time.monotonic() - started, **stage.stats())
+            for sock in (inbound, outbound):
+                if sock is not None:
+                    sock.close()
+            commands.close()
+            control.close()
+            context.term()
+    sys.exit(exit_code)
+
+
+def _run_source(stage: Stage, outbound: Link, commands: CommandListener) -> float:
+    """Send what ``produce`` yields, then EOS with the frame count. Returns busy seconds."""
+    busy, count = 0.0, 0
+    frames = iter(stage.produce())
+    while True:
+        command = commands.poll()
+        if command == "stop":
+            return busy
+        if command == "drain":
+            stage.drain()
+        t0 = time.monotonic()
+        message = next(frames, None)
+        busy += time.monotonic() - t0
+        if message is None:
+            break
+        outbound.send(message)
+        count += 1
+    outbound.send(end_of_stream(count))
+    return busy
+
+
+def _run_filter(stage: Stage, inbound: Link, outbound: Link | None, commands: CommandListener) -> float:
+    """Receive, handle, send until ``stop`` or the sink finishes. Returns busy seconds."""
+    poller = zmq.Poller()
+    poller.register(inbound.socket, zmq.POLLIN)
+    poller.register(commands.socket, zmq.POLLIN)
+    busy = 0.0
+
+    def send_all(messages: Iterable[Message]) -> None:
+        if outbound is not None:
+            for out in messages:
+                outbound.send(out)
+
+    while not stage.finished:
+        timeout = COMMAND_POLL_MS
+        due = stage.deadline()
+        if due is not None:
+            timeout = max(0, min(timeout, int((due - time.monotonic()) * 1000)))
+        ready = dict(poller.poll(timeout))
+        if commands.socket in ready and commands.poll() == "stop":
+            break
+        if inbound.socket in ready:
+            message = inbound.receive()
+            t0 = time.monotonic()
+            if message.is_eos:
+                held = list(stage.flush())
+                stage.on_end_of_stream(message)
+                busy += time.monotonic() - t0
+                send_all(held)
+                send_all((message,))
+            else:
+                produced = list(stage.handle(message))
+                busy += time.monotonic() - t0
+                send_all(produced)
+        due = stage.deadline()
+        if due is not None and time.monotonic() >= due:
+            t0 = time.monotonic()
+            held = list(stage.flush())
+            busy += time.monotonic() - t0
+            send_all(held)
+    return busy

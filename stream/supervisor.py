@@ -1,0 +1,217 @@
+"""The supervisor: starts the stage processes, watches them, and ends the run cleanly.
+
+It owns the run's private directory of ipc endpoints, the control socket every stage reports to
+and the command socket it broadcasts on. The run ends when:
+
+* the encoder reports ``done``: every stage is told ``stop`` and joined (stragglers terminated);
+* a stage reports ``error`` or dies (any exit code but 0, SIGKILL included): the others are
+  stopped at once and the run fails with that stage's one-line error, within a second or two;
+* Ctrl-C: the first asks the decoder to ``drain`` (stop reading; frames in flight are finished and
+  the output stays playable); a second one aborts like a failure.
+
+Whatever happens, no stage process and no ipc file outlives :meth:`Supervisor.run`.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import signal
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import zmq
+
+from stream.config import PipelineConfig
+from stream.errors import InputError, PipelineError
+from stream.stage import Job, StageSpec, run_stage
+from stream.transport import Endpoints, make_endpoints
+
+STAGE_ORDER = ("encoder", "inference", "preprocessor", "decoder")
+POLL_MS = 100
+STOP_GRACE_S = 3.0
+FAILURE_GRACE_S = 0.5
+SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
+
+
+@dataclass
+class RunReport:
+    """What a finished run did: counts, wall time, and each stage's busy seconds (summed over replicas)."""
+
+    frames_written: int = 0
+    frames_decoded: int = 0
+    undecodable_packets: int = 0
+    wall_s: float = 0.0
+    busy_s: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    audio: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames_written / self.wall_s if self.wall_s > 0 else 0.0
+
+    def busy_share(self, stage: str, replicas: int = 1) -> float:
+        """Busy seconds over wall time, per replica (0..1)."""
+        return self.busy_s.get(stage, 0.0) / (self.wall_s * replicas) if self.wall_s > 0 else 0.0
+
+
+@dataclass
+class ProgressEvent:
+    frames_done: int
+    frames_total: int | None
+
+
+class Supervisor:
+    """Runs one job through the four stages. ``on_progress`` is called from the supervisor's loop."""
+
+    def __init__(self, job: Job, config: PipelineConfig,
+                 on_progress: Callable[[ProgressEvent], None] | None = None):
+        self.job, self.config = job, config
+        self.on_progress = on_progress or (lambda event: None)
+        self.replicas = {"decoder": 1, "preprocessor": config.preprocessor.replicas,
+                         "inference": config.inference.replicas, "encoder": 1}
+        self.processes: dict[tuple[str, int], multiprocessing.Process] = {}
+        self.report = RunReport()
+        self.total: int | None = None
+        self.errors: deque[dict] = deque()
+        self.stats_pending: set[tuple[str, int]] = set()
+
+    def run(self) -> RunReport:
+        run_dir = tempfile.mkdtemp(prefix="colorize-")
+        context = zmq.Context()
+        control = commands = None
+        completed = False
+        started = time.monotonic()
+        try:
+            endpoints = make_endpoints(self.config.transport, run_dir, {
+                "frames": self.replicas["preprocessor"], "tensors": self.replicas["inference"],
+                "colour": self.replicas["encoder"]})
+            control = context.socket(zmq.PULL)
+            control.bind(endpoints.control)
+            commands = context.socket(zmq.PUB)
+            commands.setsockopt(zmq.LINGER, 0)
+            commands.bind(endpoints.commands)
+            self._start(endpoints)
+            self._watch(control, commands)
+            self.report.wall_s = time.monotonic() - started
+            completed = True
+            return self.report
+        finally:
+            if commands is not None:
+                self._broadcast(commands, "stop")
+            self._reap(STOP_GRACE_S if completed else FAILURE_GRACE_S)
+            if control is not None:
+                self._collect_stats(control, timeout_s=0.0)
+                control.close(linger=0)
+            if commands is not None:
+                commands.close(linger=0)
+            context.term()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _start(self, endpoints: Endpoints) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        for stage in STAGE_ORDER:
+            for replica in range(self.replicas[stage]):
+                spec = StageSpec(stage=stage, replica=replica, job=self.job, config=self.config,
+                                 endpoints=endpoints)
+                process = spawn.Process(target=run_stage, args=(spec,), name=f"colorize-{stage}-{replica}",
+                                        daemon=True)
+                process.start()
+                self.processes[(stage, replica)] = process
+                self.stats_pending.add((stage, replica))
+
+    def _watch(self, control: zmq.Socket, commands: zmq.Socket) -> None:
+        done = False
+        drain_sent = False
+        while not done:
+            try:
+                if control.poll(POLL_MS):
+                    done = self._handle_event(json.loads(control.recv()))
+                if not done:
+                    self._check_processes(control)
+            except KeyboardInterrupt:
+                if drain_sent:
+                    raise
+                drain_sent = True
+                self.report.interrupted = True
+                self._broadcast(commands, "drain")
+        self._broadcast(commands, "stop")
+        deadline = time.monotonic() + STOP_GRACE_S
+        while self.stats_pending and time.monotonic() < deadline:
+            self._collect_stats(control, timeout_s=0.1)
+
+    def _handle_event(self, event: dict) -> bool:
+        """Apply one control event; True when the run is complete."""
+        kind = event["event"]
+        if kind == "total":
+            self.total = event.get("frames")
+        elif kind == "progress":
+            self.on_progress(ProgressEvent(event["frames"], self.total))
+        elif kind == "error":
+            self._fail(event)
+        elif kind == "stats":
+            self._record_stats(event)
+        elif kind == "done":
+            self.report.frames_written = event.get("written", 0)
+            self.report.latency_p50_ms = event.get("latency_p50_ms")
+            self.report.latency_p95_ms = event.get("latency_p95_ms")
+            self.report.audio = event.get("audio")
+            self.on_progress(ProgressEvent(self.report.frames_written, self.total))
+            return True
+        return False
+
+    def _fail(self, event: dict) -> None:
+        message = f"{event['stage']} stage: {event['message']}" if event.get("exit_code") != 2 else event["message"]
+        if event.get("exit_code") == 2:
+            raise InputError(message)
+        raise PipelineError(message)
+
+    def _check_processes(self, control: zmq.Socket) -> None:
+        for (stage, replica), process in self.processes.items():
+            code = process.exitcode
+            if code is None or code == 0:
+                continue
+            while control.poll(200):  # its own error event, if it managed to send one, comes first
+                self._handle_event(json.loads(control.recv()))
+            how = f"killed by {SIGNAL_NAMES[code]}" if code in SIGNAL_NAMES else f"exited with code {code}"
+            raise PipelineError(f"{stage} stage died ({how})")
+
+    def _record_stats(self, event: dict) -> None:
+        key = (event["stage"], event["replica"])
+        self.stats_pending.discard(key)
+        stage = event["stage"]
+        self.report.busy_s[stage] = self.report.busy_s.get(stage, 0.0) + event.get("busy_s", 0.0)
+        if stage == "decoder":
+            self.report.frames_decoded = event.get("decoded", 0)
+            self.report.undecodable_packets = event.get("undecodable_packets", 0)
+
+    def _collect_stats(self, control: zmq.Socket, timeout_s: float) -> None:
+        """Read pending stats events (errors that arrive now no longer matter)."""
+        while control.poll(int(timeout_s * 1000)):
+            event = json.loads(control.recv())
+            if event["event"] == "stats":
+                self._record_stats(event)
+            timeout_s = 0.0
+
+    @staticmethod
+    def _broadcast(commands: zmq.Socket, command: str) -> None:
+        commands.send(command.encode())
+
+    def _reap(self, grace_s: float) -> None:
+        """Join every stage; terminate, then kill, whatever does not exit within ``grace_s``."""
+        deadline = time.monotonic() + grace_s
+        for process in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.processes.values():
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes.values():
+            process.join(1.0)
+            if process.is_alive():
+                process.kill()
+                process.join()

@@ -1,0 +1,126 @@
+"""ZeroMQ sockets between the supervisor and the stage processes.
+
+Links (data, PUSH → PULL, bounded by high-water marks so a slow stage holds the others back):
+
+    decoder --frames--> preprocessor --tensors--> inference --colour--> encoder
+
+Every replica of a consuming stage binds its own endpoint; every replica of the producing stage
+connects to all of them, so PUSH spreads frames over the replicas and PULL fair-queues them.
+
+Control (supervisor ← stages, PUSH → PULL): small JSON events (``ready``, ``progress``, ``stats``,
+``error``, ``done``). Commands (supervisor → stages, PUB → SUB): ``stop`` (exit now) and ``drain``
+(decoder: stop reading, send end of stream).
+
+On one host endpoints are ``ipc://`` files in a private directory made per run, so two pipelines
+never share an endpoint; ``tcp`` uses loopback ports chosen per run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+import zmq
+
+from stream.messages import Message, decode, encode
+
+LINKS = ("frames", "tensors", "colour")
+LINGER_MS = 5000
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where every socket of one run lives. ``links[name]`` lists one endpoint per consumer replica."""
+
+    links: dict[str, list[str]]
+    control: str
+    commands: str
+
+
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_endpoints(kind: str, run_dir: str, consumers: dict[str, int]) -> Endpoints:
+    """Endpoints for a run: ``kind`` 'ipc' (files under ``run_dir``) or 'tcp' (free loopback ports).
+
+    ``consumers`` maps each link name to the number of replicas of the stage that reads it.
+    """
+    def endpoint(name: str) -> str:
+        if kind == "ipc":
+            return f"ipc://{os.path.join(run_dir, name)}.sock"
+        return f"tcp://127.0.0.1:{_free_tcp_port()}"
+
+    links = {link: [endpoint(f"{link}-{i}") for i in range(consumers[link])] for link in LINKS}
+    return Endpoints(links=links, control=endpoint("control"), commands=endpoint("commands"))
+
+
+class Link:
+    """One side of a data link: a PULL socket bound for input, or a PUSH socket connected for output."""
+
+    def __init__(self, context: zmq.Context, sock_type: int, queue_depth: int):
+        self.socket = context.socket(sock_type)
+        self.socket.setsockopt(zmq.LINGER, LINGER_MS)
+        self.socket.setsockopt(zmq.SNDHWM if sock_type == zmq.PUSH else zmq.RCVHWM, queue_depth)
+
+    @classmethod
+    def receiver(cls, context: zmq.Context, endpoint: str, queue_depth: int) -> "Link":
+        link = cls(context, zmq.PULL, queue_depth)
+        link.socket.bind(endpoint)
+        return link
+
+    @classmethod
+    def sender(cls, context: zmq.Context, endpoints: list[str], queue_depth: int) -> "Link":
+        link = cls(context, zmq.PUSH, queue_depth)
+        for endpoint in endpoints:
+            link.socket.connect(endpoint)
+        return link
+
+    def send(self, message: Message) -> None:
+        self.socket.send_multipart(encode(message), copy=False)
+
+    def receive(self) -> Message:
+        return decode(self.socket.recv_multipart(copy=False))
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class ControlChannel:
+    """A stage's line to the supervisor: one-line JSON events tagged with stage name and replica."""
+
+    def __init__(self, context: zmq.Context, endpoint: str, stage: str, replica: int):
+        self.socket = context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.LINGER, LINGER_MS)
+        self.socket.connect(endpoint)
+        self.stage, self.replica = stage, replica
+
+    def emit(self, event: str, **fields) -> None:
+        payload = {"event": event, "stage": self.stage, "replica": self.replica, "pid": os.getpid(), **fields}
+        self.socket.send(json.dumps(payload).encode())
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class CommandListener:
+    """A stage's subscription to the supervisor's commands (``stop``, ``drain``)."""
+
+    def __init__(self, context: zmq.Context, endpoint: str):
+        self.socket = context.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        self.socket.connect(endpoint)
+
+    def poll(self) -> str | None:
+        """The next pending command, or None without waiting."""
+        try:
+            return self.socket.recv(zmq.NOBLOCK).decode()
+        except zmq.Again:
+            return None
+
+    def close(self) -> None:
+        self.socket.close()

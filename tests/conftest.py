@@ -1,0 +1,140 @@
+"""Shared fixtures: the shared data folder, small ONNX models built here, and running the real CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test saying what is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} (read ../shared/data/README.md)")
+    return path
+
+
+def build_ab_model(path: Path, weights=(0.3, -0.2), bias=(20.0, 35.0), size=224) -> Path:
+    """A tiny model with the pipeline's contract: l_minus_50 N×1×size×size → ab N×2×size/4×size/4.
+
+    ab = 4×4 average of (L − 50) × weight + bias, per channel: colour that depends on lightness.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, size, size])
+    y = helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, size // 4, size // 4])
+    w = numpy_helper.from_array(np.array(weights, np.float32).reshape(2, 1, 1, 1), "w")
+    b = numpy_helper.from_array(np.array(bias, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["l_minus_50"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+         helper.make_node("Conv", ["pooled", "w", "b"], ["ab"])],
+        "tiny_ab", [x], [y], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def build_bins_model(path: Path, size=224) -> Path:
+    """A tiny model that outputs 313 bin scores N×313×size/4×size/4 (favouring bins by lightness)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, size, size])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 313, size // 4, size // 4])
+    w = numpy_helper.from_array(rng.normal(0, 0.05, (313, 1, 1, 1)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 1.0, 313).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["l_minus_50"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+         helper.make_node("Conv", ["pooled", "w", "b"], ["scores"])],
+        "tiny_bins", [x], [y], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ab_model(tmp_path_factory) -> Path:
+    return build_ab_model(tmp_path_factory.mktemp("models") / "tiny_ab.onnx")
+
+
+@pytest.fixture(scope="session")
+def bins_model(tmp_path_factory) -> Path:
+    return build_bins_model(tmp_path_factory.mktemp("models") / "tiny_bins.onnx")
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def last_error_line(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+
+def cli_env(tmpdir: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 300, tmpdir: Path | None = None) -> CliResult:
+    """Run ``colorize ARGS`` as a real process (python -m stream.cli), capturing its output."""
+    done = subprocess.run([sys.executable, "-m", "stream.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=cli_env(tmpdir), stdin=subprocess.DEVNULL)
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass
+class VideoFacts:
+    """What a user sees of a video file."""
+
+    frames: int
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    pts: list[int]
+    time_base: float
+    duration_s: float
+    audio_codecs: list[str]
+    mean_chroma: float
+
+
+def video_facts(path: Path) -> VideoFacts:
+    """Decode every frame with PyAV; mean_chroma is the mean |ab| (Lab units) of every 10th frame."""
+    import av
+    import cv2
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts, chroma = [], []
+        for i, frame in enumerate(container.decode(stream)):
+            pts.append(frame.pts)
+            if i % 10 == 0:
+                rgb = frame.to_ndarray(format="rgb24").astype(np.float32) / 255
+                lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+                chroma.append(float(np.hypot(lab[..., 1], lab[..., 2]).mean()))
+        tb = float(stream.time_base)
+        step = (pts[-1] - pts[0]) / max(1, len(pts) - 1) if len(pts) > 1 else 0
+        return VideoFacts(frames=len(pts), codec=stream.codec_context.name, pix_fmt=stream.codec_context.pix_fmt,
+                          width=stream.codec_context.width, height=stream.codec_context.height, pts=pts,
+                          time_base=tb, duration_s=(pts[-1] - pts[0] + step) * tb if pts else 0.0,
+                          audio_codecs=[a.codec_context.codec.canonical_name for a in container.streams.audio],
+                          mean_chroma=float(np.mean(chroma)) if chroma else 0.0)

@@ -1,0 +1,68 @@
+"""The colour math of the pipeline matches an independent NumPy implementation of the recipe."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from models.runtime import ColorModel, annealed_mean
+from models import load_bin_centres
+from stages.lab import merge_ab, model_input
+from tests.conftest import shared_file
+from tests.lab_reference import colorize_reference, rgb_to_lab
+
+
+def test_model_input_is_lightness_minus_50_at_the_model_size():
+    rgb = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    x = model_input(rgb, (224, 224))
+    assert x.shape == (1, 224, 224) and x.dtype == np.float32
+    small = cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA)
+    # OpenCV's float conversion interpolates the sRGB curve from a table: within 0.25 L of exact.
+    np.testing.assert_allclose(x[0], rgb_to_lab(small / 255.0)[..., 0] - 50, atol=0.25)
+
+
+def test_white_and_black_map_to_the_ends_of_the_lightness_range():
+    x = model_input(np.full((8, 8, 3), 255, np.uint8), (4, 4))
+    assert np.allclose(x, 50, atol=0.01)
+    assert np.allclose(model_input(np.zeros((8, 8, 3), np.uint8), (4, 4)), -50, atol=0.01)
+
+
+def test_zero_ab_keeps_a_gray_frame_gray():
+    gray = np.repeat(np.linspace(0, 255, 64 * 48, dtype=np.float32).reshape(48, 64, 1), 3, axis=2).astype(np.uint8)
+    out = merge_ab(gray, np.zeros((2, 12, 16), np.float32))
+    assert np.abs(out.astype(int) - gray.astype(int)).max() <= 1
+
+
+def test_pipeline_frame_matches_the_numpy_reference_within_one_level(ab_model):
+    rgb = np.random.default_rng(2).integers(0, 256, (181, 243, 3), dtype=np.uint8)
+    model = ColorModel(ab_model)
+    ours = merge_ab(rgb, model.predict_ab(model_input(rgb, model.input_size)[None])[0])
+    reference = colorize_reference(rgb, model.predict_ab)
+    assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_pipeline_frame_matches_the_reference_on_a_real_photo(ab_model):
+    folder = shared_file("val", "cbsd68")
+    bgr = cv2.imread(str(sorted(folder.glob("*.png"))[0]))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    model = ColorModel(ab_model)
+    ours = merge_ab(rgb, model.predict_ab(model_input(rgb, model.input_size)[None])[0])
+    assert np.abs(ours.astype(int) - colorize_reference(rgb, model.predict_ab).astype(int)).max() <= 1
+
+
+def test_bin_scores_are_decoded_with_the_annealed_mean(bins_model):
+    model = ColorModel(bins_model)
+    assert model.output_kind == "bins"
+    x = np.random.default_rng(3).uniform(-50, 50, (2, 1, 224, 224)).astype(np.float32)
+    raw = model.session.run(None, {"l_minus_50": x})[0].astype(np.float64)
+    z = raw / 0.38
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    expected = np.einsum("nqhw,qc->nchw", p, load_bin_centres().astype(np.float64))
+    np.testing.assert_allclose(model.predict_ab(x), expected, atol=1e-3)
+    np.testing.assert_allclose(annealed_mean(raw.astype(np.float32), load_bin_centres()), expected, atol=1e-3)
+
+
+def test_annealed_mean_of_a_one_hot_distribution_is_that_bins_centre():
+    centres = load_bin_centres()
+    scores = np.full((1, 313, 1, 1), -100.0, np.float32)
+    scores[0, 42] = 100.0
+    np.testing.assert_allclose(annealed_mean(scores, centres)[0, :, 0, 0], centres[42], atol=1e-4)

@@ -1,0 +1,301 @@
+"""End to end: `colorize INPUT -o OUTPUT` through four real processes over real ZeroMQ sockets."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.runtime import ColorModel
+from tests.conftest import REPO, build_ab_model, cli_env, run_cli, shared_file, video_facts
+from tests.lab_reference import colorize_reference
+
+SUMMARY = re.compile(r"^(\d+) frames in [\d.]+ s \([\d.]+ fps\) -> .*; busy: decoder \d+%, preprocessor \d+%, "
+                     r"inference \d+%, encoder \d+%")
+
+
+def stage_processes() -> dict[int, str]:
+    """pid → name of every live stage process (they name themselves cz-<stage>)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if name.startswith("cz-"):
+                found[int(entry.name)] = name
+    return found
+
+
+def run_dirs(run_tmp: Path) -> list[str]:
+    """The per-run folders (ipc sockets) in TMPDIR; onnxruntime's own files there are not ours."""
+    return [p.name for p in run_tmp.iterdir() if p.name.startswith("colorize-")]
+
+
+def assert_nothing_left(run_tmp: Path, output: Path) -> None:
+    assert run_dirs(run_tmp) == [], "the run left its ipc folder in TMPDIR"
+    leftovers = [p.name for p in output.parent.iterdir() if ".colorize-" in p.name]
+    assert leftovers == [], f"temporary outputs left behind: {leftovers}"
+
+
+@pytest.fixture
+def run_tmp(tmp_path) -> Path:
+    path = tmp_path / "run-tmp"
+    path.mkdir()
+    return path
+
+
+def test_black_and_white_film_becomes_colour_with_its_sound_and_timing(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "chaplin.mp4")
+    output = tmp_path / "chaplin colour.mp4"
+    before = set(stage_processes())
+    result = run_cli(source, "-o", output, "--model", ab_model, tmpdir=run_tmp)
+    assert result.returncode == 0, result.stderr
+    got, original = video_facts(output), video_facts(source)
+    assert got.frames == original.frames == 241
+    assert (got.codec, got.pix_fmt) == ("h264", "yuv420p")
+    assert (got.width, got.height) == (640, 360)
+    assert got.pts == original.pts
+    assert abs(got.duration_s - original.duration_s) <= 1 / 25
+    assert got.audio_codecs == ["mp3"]
+    assert original.mean_chroma < 1.0 and got.mean_chroma > 5.0
+    assert SUMMARY.match(result.last_error_line), result.stderr
+    assert SUMMARY.match(result.last_error_line).group(1) == "241"
+    assert_nothing_left(run_tmp, output)
+    assert set(stage_processes()) - before == set()
+
+
+def test_webm_vp8_with_vorbis_becomes_h264_with_aac_in_mp4_and_vorbis_kept_in_mkv(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "big_buck_bunny_0_30.webm")
+    mp4, mkv = tmp_path / "bunny.mp4", tmp_path / "bunny.mkv"
+    assert run_cli(source, "-o", mp4, "--model", ab_model, "--quiet", tmpdir=run_tmp).returncode == 0
+    facts = video_facts(mp4)
+    assert (facts.frames, facts.width, facts.height, facts.codec) == (720, 1280, 720, "h264")
+    assert facts.audio_codecs == ["aac"]
+    result = run_cli(source, "-o", mkv, "--model", ab_model, "--quiet", tmpdir=run_tmp)
+    assert result.returncode == 0 and result.stderr == ""
+    assert video_facts(mkv).audio_codecs == ["vorbis"]
+    assert_nothing_left(run_tmp, mp4)
+
+
+def test_a_model_with_bin_scores_output_runs_the_same_pipeline(tmp_path, run_tmp, bins_model):
+    source = shared_file("video", "test_video.mp4")
+    output = tmp_path / "street.mkv"
+    result = run_cli(source, "-o", output, "--model", bins_model, "--quiet", tmpdir=run_tmp)
+    assert result.returncode == 0, result.stderr
+    assert video_facts(output).frames == 96
+
+
+def test_several_replicas_keep_every_frame_in_order(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "test_video.mp4")
+    config = tmp_path / "replicas.yaml"
+    config.write_text("preprocessor:\n  replicas: 2\ninference:\n  replicas: 2\n  batch_size: 3\n")
+    single, multi = tmp_path / "single.mkv", tmp_path / "multi.mkv"
+    assert run_cli(source, "-o", single, "--model", ab_model, "-q", tmpdir=run_tmp).returncode == 0
+    result = run_cli(source, "-o", multi, "--model", ab_model, "--config", config, "-q", tmpdir=run_tmp)
+    assert result.returncode == 0, result.stderr
+    assert video_facts(multi).pts == video_facts(single).pts
+    assert decoded_frames(multi) == decoded_frames(single)
+
+
+def decoded_frames(path: Path) -> list[bytes]:
+    import av
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24").tobytes() for f in container.decode(video=0)]
+
+
+def test_a_still_image_is_colorized_exactly_like_the_reference_recipe(tmp_path, ab_model):
+    photo = sorted(shared_file("val", "cbsd68").glob("*.png"))[0]
+    gray = cv2.cvtColor(cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    source, output = tmp_path / "old photo.png", tmp_path / "colour photo.png"
+    cv2.imwrite(str(source), gray)
+    result = run_cli(source, "-o", output, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    ours = cv2.cvtColor(cv2.imread(str(output)), cv2.COLOR_BGR2RGB)
+    reference = colorize_reference(cv2.cvtColor(gray, cv2.COLOR_BGR2RGB), ColorModel(ab_model).predict_ab)
+    assert ours.shape == gray.shape
+    assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
+    assert np.abs(ours.astype(int) - gray[..., ::-1].astype(int)).mean() > 3, "no colour was added"
+
+
+def test_a_jpeg_in_gives_a_jpeg_out(tmp_path, ab_model):
+    photo = sorted(shared_file("val", "cbsd68").glob("*.png"))[1]
+    source, output = tmp_path / "in.jpg", tmp_path / "out.jpg"
+    cv2.imwrite(str(source), cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE))
+    result = run_cli(source, "-o", output, "--model", ab_model)
+    assert result.returncode == 0 and output.read_bytes()[:2] == b"\xff\xd8"
+    assert cv2.imread(str(output)).shape == cv2.imread(str(photo)).shape
+
+
+def wrong_contract_model(tmp_path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("rgb", TensorProto.FLOAT, ["N", 3, 224, 224])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 3, 224, 224])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["rgb"], ["out"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "rgb.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def remuxed_to_matroska(source: Path, target: Path) -> Path:
+    """The source's video packets, copied into Matroska (whose header comes first, unlike this MP4's)."""
+    import av
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return target
+
+
+def bad_input_cases(tmp_path: Path, chaplin: Path, model: Path):
+    """(arguments, exact error line) for each kind of bad input."""
+    text = tmp_path / "notes.mp4"
+    text.write_text("these are not frames\n" * 50)
+    truncated = tmp_path / "truncated.mkv"
+    truncated.write_bytes(remuxed_to_matroska(chaplin, tmp_path / "whole.mkv").read_bytes()[:6000])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    config = tmp_path / "bad.yaml"
+    config.write_text("inference:\n  batch_size: 0\n")
+    out = tmp_path / "out.mp4"
+    corrupt_model = tmp_path / "corrupt.onnx"
+    corrupt_model.write_bytes(b"\x08\x07garbage" * 10)
+    return [
+        ((tmp_path / "missing.mp4", "-o", out, "--model", model), f"error: input not found: {tmp_path / 'missing.mp4'}"),
+        ((text, "-o", out, "--model", model), f"error: not a media file FFmpeg can read: {text}"),
+        ((empty, "-o", out, "--model", model), f"error: not a media file FFmpeg can read: {empty}"),
+        ((truncated, "-o", out, "--model", model), f"error: no decodable video frames in {truncated}"),
+        ((chaplin, "-o", tmp_path / "nowhere" / "out.mp4", "--model", model),
+         f"error: output directory does not exist: {tmp_path / 'nowhere'}"),
+        ((chaplin, "-o", a_file / "out.mp4", "--model", model), f"error: output directory does not exist: {a_file}"),
+        ((chaplin, "-o", chaplin, "--model", model), f"error: output path is the same as the input: {chaplin}"),
+        ((chaplin, "-o", tmp_path / "out.avi", "--model", model),
+         "error: unknown output extension '.avi' for a video: use one of .m4v, .mkv, .mov, .mp4"),
+        ((chaplin, "-o", out, "--model", tmp_path / "none.onnx"), f"error: model file not found: {tmp_path / 'none.onnx'}"),
+        ((chaplin, "-o", out, "--model", wrong_contract_model(tmp_path)),
+         "error: model rgb.onnx input 'rgb' has shape N×3×224×224 (tensor(float)); "
+         "expected float N×1×H×W with fixed H and W"),
+        ((chaplin, "-o", out, "--model", corrupt_model), None),
+        ((chaplin, "-o", out, "--model", model, "--config", config),
+         f"error: {config}:2: inference.batch_size: expected an integer >= 1, found '0'"),
+    ]
+
+
+def test_each_bad_input_is_one_clear_line_exit_2_and_nothing_written(tmp_path, run_tmp, ab_model):
+    chaplin = shared_file("video", "chaplin.mp4")
+    for args, expected in bad_input_cases(tmp_path, chaplin, ab_model):
+        before = set(tmp_path.iterdir())
+        result = run_cli(*args, timeout=60, tmpdir=run_tmp)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        if expected is None:
+            assert lines[0].startswith(f"error: cannot load model {args[-1]}: not a valid ONNX model")
+        else:
+            assert lines[0] == expected
+        assert set(tmp_path.iterdir()) == before, f"{args} wrote files"
+        assert run_dirs(run_tmp) == []
+
+
+def start_cli(args, run_tmp: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO, env=cli_env(run_tmp),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def wait_for_children(cli: subprocess.Popen, names: set[str], timeout: float = 60) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = {pid: name for pid, name in stage_processes().items() if parent_of(pid) == cli.pid}
+        if names <= set(children.values()):
+            return children
+        time.sleep(0.1)
+    raise AssertionError(f"stage processes {names} did not start")
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def wait_for_file(path_glob, folder: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list(folder.glob(path_glob)):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the encoder never started writing")
+
+
+def test_a_stage_killed_mid_run_fails_the_run_fast_with_no_orphans(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "big_buck_bunny_0_30.webm")
+    output = tmp_path / "killed.mp4"
+    cli = start_cli((source, "-o", output, "--model", ab_model, "-q"), run_tmp)
+    children = wait_for_children(cli, {"cz-decoder", "cz-preprocessor", "cz-inference", "cz-encoder"})
+    wait_for_file(".killed.colorize-*", tmp_path)
+    victim = next(pid for pid, name in children.items() if name == "cz-inference")
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = cli.communicate(timeout=30)
+    assert time.monotonic() - killed_at < 5
+    assert cli.returncode == 1
+    assert stderr.strip().splitlines() == ["error: inference stage died (killed by SIGKILL)"]
+    assert not output.exists()
+    time.sleep(0.2)
+    assert not set(children) & set(stage_processes()), "stage processes outlived the run"
+    assert_nothing_left(run_tmp, output)
+
+
+def test_ctrl_c_keeps_a_playable_partial_file_with_the_frames_done(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "big_buck_bunny_0_30.webm")
+    output = tmp_path / "stopped.mp4"
+    cli = start_cli((source, "-o", output, "--model", ab_model), run_tmp)
+    wait_for_children(cli, {"cz-decoder", "cz-preprocessor", "cz-inference", "cz-encoder"})
+    wait_for_file(".stopped.colorize-*", tmp_path)
+    time.sleep(1.0)
+    cli.send_signal(signal.SIGINT)
+    _, stderr = cli.communicate(timeout=60)
+    assert cli.returncode == 130, stderr
+    partial = tmp_path / "stopped.partial.mp4"
+    match = re.fullmatch(r"interrupted: kept the (\d+) frames done so far in (.+)", stderr.strip().splitlines()[-1])
+    assert match and Path(match.group(2)) == partial
+    assert not output.exists()
+    facts = video_facts(partial)
+    assert 0 < facts.frames == int(match.group(1)) < 720
+    assert_nothing_left(run_tmp, output)
+
+
+def test_two_pipelines_at_once_share_nothing(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "test_video.mp4")
+    first = start_cli((source, "-o", tmp_path / "a.mkv", "--model", ab_model, "-q"), run_tmp)
+    second = start_cli((source, "-o", tmp_path / "b.mkv", "--model", ab_model, "-q"), run_tmp)
+    assert first.wait(120) == 0 and second.wait(120) == 0
+    assert decoded_frames(tmp_path / "a.mkv") == decoded_frames(tmp_path / "b.mkv")
+    assert run_dirs(run_tmp) == []
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed")
+def test_ffprobe_agrees_the_output_is_valid_h264(tmp_path, ab_model):
+    source = shared_file("video", "test_video.mp4")
+    output = tmp_path / "probe.mp4"
+    assert run_cli(source, "-o", output, "--model", ab_model, "-q").returncode == 0
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
+                            str(output)], capture_output=True, text=True)
+    assert probe.stdout.split() == ["h264", "aac"]
