@@ -1,8 +1,7 @@
 """The ``colorize`` command.
 
     colorize INPUT -o OUTPUT [--config FILE.yaml] [--model FILE.onnx] [--stream N] [--quiet]
-    colorize convert-caffe PROTOTXT CAFFEMODEL -o model.onnx
-    colorize evaluate MODEL IMAGES_DIR [--sheet sheet.png]
+    colorize COMMAND ...      (convert-caffe, evaluate, quantize, bench-model, compare, devices, ...)
 
 Everything the user gives is validated here, before any stage process starts: a bad input, path,
 model or config is one ``error:`` line and exit code 2, with nothing written. A stage failing
@@ -30,23 +29,31 @@ VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"
 EXIT_INTERRUPTED = 130
 
 
-def _subcommands() -> dict:
-    def convert_caffe(argv):
-        from models.caffe.convert import main
-        return main(argv)
+SUBCOMMANDS = {
+    # name: (module whose main(argv) -> int runs it, one-line description)
+    "convert-caffe": ("models.caffe.convert", "convert the reference Caffe model to ONNX"),
+    "evaluate": ("models.evaluate", "measure colorization quality on a folder of colour images"),
+    "evaluate-video": ("models.evaluate_video", "measure flicker and quality on a video"),
+    "quantize": ("models.quantize", "make a static INT8 model"),
+    "bench-model": ("models.bench_model", "time a model's inference (mean, p50, p99)"),
+    "compare": ("models.compare", "compare two models or providers node by node"),
+    "devices": ("models.providers", "list the inference providers this machine can run"),
+}
 
-    def evaluate(argv):
-        from models.evaluate import main
-        return main(argv)
 
-    return {"convert-caffe": convert_caffe, "evaluate": evaluate}
+def run_subcommand(name: str, argv: list[str]) -> int:
+    import importlib
+
+    return importlib.import_module(SUBCOMMANDS[name][0]).main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorize",
-        description="Colorize a black-and-white video or image (Zhang et al. 2016 model, ONNX Runtime). "
-                    "Other commands: convert-caffe, evaluate (run 'colorize COMMAND --help').")
+        description="Colorize a black-and-white video or image (Zhang et al. 2016 model, ONNX Runtime).",
+        epilog="other commands (run 'colorize COMMAND --help'):\n" + "\n".join(
+            f"  {name:15} {text}" for name, (_, text) in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="video file (anything FFmpeg reads) or image (jpg, png, bmp, tif)")
     parser.add_argument("-o", "--output", required=True,
                         help="output: .mp4/.m4v/.mov/.mkv for video (H.264), an image suffix for images")
@@ -179,9 +186,8 @@ def run_image(request: Request) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    subcommands = _subcommands()
-    if argv and argv[0] in subcommands:
-        return subcommands[argv[0]](argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return run_subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         request = validate(args)

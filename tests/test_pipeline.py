@@ -299,3 +299,46 @@ def test_ffprobe_agrees_the_output_is_valid_h264(tmp_path, ab_model):
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
                             str(output)], capture_output=True, text=True)
     assert probe.stdout.split() == ["h264", "aac"]
+
+
+def run_on_a_terminal(args, timeout: float = 120) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal; returns (exit code, everything shown)."""
+    import pty
+    import select
+
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    cli = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO, env=cli_env(),
+                           stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        elif cli.poll() is not None:
+            break
+    os.close(leader)
+    return cli.wait(10), shown.decode(errors="replace")
+
+
+def test_a_terminal_shows_a_progress_bar_with_total_and_rate_and_quiet_shows_nothing(tmp_path, ab_model):
+    source = shared_file("video", "test_video.mp4")
+    code, shown = run_on_a_terminal((source, "-o", tmp_path / "bar.mkv", "--model", ab_model))
+    assert code == 0
+    assert re.search(r"test_video\.mp4: +100%\|.*\| 96/96 \[", shown), shown
+    assert re.search(r"frame/s\]", shown)
+    assert "96 frames in" in shown
+    code, shown = run_on_a_terminal((source, "-o", tmp_path / "quiet.mkv", "--model", ab_model, "--quiet"))
+    assert code == 0 and shown.strip() == ""
