@@ -89,3 +89,20 @@ class ExportedColorizer(nn.Module):
 
     def forward(self, l_minus_50: torch.Tensor) -> torch.Tensor:
         return self.decode(self.net.logits(l_minus_50))
+
+
+def count_parameters_and_macs(net: nn.Module, size: int = 224) -> tuple[int, int]:
+    """(parameters, multiply-accumulates of the convolutions) for one 1×1×size×size input."""
+    macs = 0
+
+    def on_conv(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+        nonlocal macs
+        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        macs += output.numel() * per_output
+
+    hooks = [m.register_forward_hook(on_conv) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, 1, size, size))
+    for hook in hooks:
+        hook.remove()
+    return sum(p.numel() for p in net.parameters()), macs

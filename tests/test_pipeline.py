@@ -342,3 +342,13 @@ def test_a_terminal_shows_a_progress_bar_with_total_and_rate_and_quiet_shows_not
     assert "96 frames in" in shown
     code, shown = run_on_a_terminal((source, "-o", tmp_path / "quiet.mkv", "--model", ab_model, "--quiet"))
     assert code == 0 and shown.strip() == ""
+
+
+def test_without_model_the_embedded_model_colorizes_a_gray_photo(tmp_path):
+    photo = sorted(shared_file("val", "cbsd68").glob("*.png"))[2]
+    source, output = tmp_path / "gray.png", tmp_path / "colour.png"
+    cv2.imwrite(str(source), cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE))
+    result = run_cli(source, "-o", output)
+    assert result.returncode == 0, result.stderr
+    lab = cv2.cvtColor(cv2.imread(str(output)).astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
+    assert np.hypot(lab[..., 1], lab[..., 2]).mean() > 5.0, "the embedded model added no colour"
