@@ -77,6 +77,9 @@ class ColorModel:
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load model {path}: not a valid ONNX model ({first_line[:200]})") from None
+        if self.session.get_providers()[0] != provider:
+            raise ModelError(f"inference provider '{settings.provider}' could not start ({provider} is installed "
+                             f"but onnxruntime fell back to {self.session.get_providers()[0]}): needs {needs}")
         self.path = path
         self._check_contract()
         self._centres = load_bin_centres() if self.output_kind == "bins" else None

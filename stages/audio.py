@@ -4,12 +4,18 @@ The encoder opens the input a second time, audio only, and interleaves audio pac
 video it writes (everything up to the time of the last video frame written). Packets are copied
 without re-encoding where the output container takes the codec; otherwise they are transcoded
 to AAC.
+
+Damaged audio never costs the video: packets that do not decode, or whose timestamps go backwards
+(the muxer would refuse them), are skipped; if the input cannot be read any further, the audio
+stops there. Either way :meth:`AudioTrack.warnings` says so.
 """
 from __future__ import annotations
 
 from fractions import Fraction
 
 import av
+
+from stream.accounting import clock
 
 COPYABLE = {
     "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
@@ -28,6 +34,11 @@ class AudioTrack:
     def __init__(self, input_path: str, output, container_kind: str, mode: str, bitrate_kbps: int):
         self.stream = None
         self.packets_written = 0
+        self.packets_skipped = 0
+        self.stopped_at_s: float | None = None
+        self._position_s = 0.0
+        self._last_dts = None
+        self._flushed = False
         if mode == "none":
             return
         self.source = av.open(input_path)
@@ -44,7 +55,7 @@ class AudioTrack:
         else:
             ctx = self.input_stream.codec_context
             self.stream = output.add_stream("aac", rate=ctx.sample_rate or 48000)
-            self.stream.codec_context.layout = ctx.layout.name if ctx.layout else "stereo"
+            self.stream.codec_context.layout = ctx.layout.name if ctx.layout and ctx.layout.nb_channels else "stereo"
             self.stream.bit_rate = bitrate_kbps * 1000
         self.codec_name = codec
         self._packets = self.source.demux(self.input_stream)
@@ -55,30 +66,67 @@ class AudioTrack:
         if self.stream is None:
             return
         while True:
-            packet = self._held if self._held is not None else next(self._packets, None)
+            packet = self._held if self._held is not None else self._next_packet()
             self._held = None
             if packet is None:
-                if not self.copy:
-                    self._mux(self.stream.encode(None))
+                if not self.copy and not self._flushed:
+                    self._flushed = True
+                    self._mux(self._encode(None))
                 return
             if packet.dts is None and packet.pts is None:
                 continue
             start = packet.pts if packet.pts is not None else packet.dts
+            self._position_s = float(start * packet.time_base)
             if seconds is not None and start * packet.time_base > Fraction(seconds).limit_denominator(1_000_000):
                 self._held = packet
                 return
             if self.copy:
+                if packet.dts is not None and self._last_dts is not None and packet.dts <= self._last_dts:
+                    self.packets_skipped += 1
+                    continue
+                self._last_dts = packet.dts if packet.dts is not None else self._last_dts
                 packet.stream = self.stream
                 self.output.mux(packet)
                 self.packets_written += 1
             else:
                 try:
                     frames = packet.decode()
-                except av.error.InvalidDataError:
+                except av.error.FFmpegError:
+                    self.packets_skipped += 1
                     continue
                 for frame in frames:
                     frame.pts = None
-                    self._mux(self.stream.encode(frame))
+                    self._mux(self._encode(frame))
+
+    def _encode(self, frame) -> list:
+        """AAC packets for a decoded frame (None: the encoder's last ones); none for a frame that
+        cannot be encoded (damage gave it an impossible layout or rate), which is counted."""
+        try:
+            return self.stream.encode(frame)
+        except (ValueError, av.error.FFmpegError):
+            self.packets_skipped += 1
+            return []
+
+    def _next_packet(self):
+        """The next audio packet of the input; None at its end, or where it cannot be read further."""
+        if self.stopped_at_s is not None:
+            return None
+        try:
+            return next(self._packets, None)
+        except av.error.FFmpegError:
+            self.stopped_at_s = self._position_s
+            return None
+
+    def warnings(self, source: str) -> list[str]:
+        """Lines for the user about damaged audio (none for a clean input)."""
+        lines = []
+        if self.packets_skipped:
+            lines.append(f"{self.packets_skipped} damaged audio packet{'s' * (self.packets_skipped != 1)} "
+                         f"of {source} skipped")
+        if self.stopped_at_s is not None:
+            lines.append(f"the audio of {source} could not be read past {clock(self.stopped_at_s)} "
+                         "(damaged input?); the output's audio stops there")
+        return lines
 
     def _mux(self, packets) -> None:
         for packet in packets:

@@ -22,6 +22,8 @@ class Inference(Stage):
     name = "inference"
     input_link = "tensors"
     output_link = "colour"
+    reads = ("l_input",)
+    consumes = ("l_input",)
 
     def open(self) -> None:
         cfg = self.config.inference

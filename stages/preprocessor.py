@@ -16,6 +16,7 @@ class Preprocessor(Stage):
     name = "preprocessor"
     input_link = "frames"
     output_link = "tensors"
+    reads = ("frame",)
 
     def handle(self, message: Message) -> Iterable[Message]:
         message.arrays["l_input"] = model_input(message.arrays["frame"], self.job.model_input_size)

@@ -1,11 +1,15 @@
 """The ``colorize`` command.
 
     colorize INPUT -o OUTPUT [--config FILE.yaml] [--model FILE.onnx] [--stream N] [--quiet]
+    colorize rtsp://HOST/PATH -o OUTPUT [--duration S] [--preview [HOST:]PORT]   (live: stream/live.py)
     colorize COMMAND ...      (convert-caffe, evaluate, quantize, bench-model, compare, devices, ...)
 
 Everything the user gives is validated here, before any stage process starts: a bad input, path,
 model or config is one ``error:`` line and exit code 2, with nothing written. A stage failing
-while running is exit code 1; Ctrl-C is exit code 130.
+while running, or the machine failing the run (a full disk, a folder removed mid-run), is one
+``error:`` line and exit code 1, with the partial output removed; Ctrl-C is exit code 130.
+A run that succeeds despite damage in the input says so in ``warning:`` lines (shown even with
+--quiet), and the summary line balances the frames: decoded = written + dropped.
 """
 from __future__ import annotations
 
@@ -16,10 +20,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import zmq
+
 from models import DEFAULT_MODEL_PATH
 from models.runtime import ColorModel, ModelError, SessionSettings
+from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config
 from stream.errors import InputError, PipelineError
+from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
+from stream.memory import rgb_frame_bytes
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
 from stream.still_image import IMAGE_SUFFIXES, colorize_image
@@ -38,6 +47,8 @@ SUBCOMMANDS = {
     "bench-model": ("models.bench_model", "time a model's inference (mean, p50, p99)"),
     "compare": ("models.compare", "compare two models or providers node by node"),
     "devices": ("models.providers", "list the inference providers this machine can run"),
+    "worker": ("stream.worker", "join a running pipeline as a worker of its inference or preprocessor stage"),
+    "tune": ("stream.tune", "measure this machine and write a pipeline YAML suited to it"),
 }
 
 
@@ -61,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    add_live_arguments(parser)
     return parser
 
 
@@ -112,8 +124,16 @@ def validate(args: argparse.Namespace) -> Request:
     return Request(args.input, output, model, config, is_image, args.stream, args.quiet)
 
 
-def probe_video(path: str, stream_index: int) -> tuple[int, int]:
-    """Open the input once to check it has the video stream asked for; returns its frame rate."""
+@dataclass(frozen=True)
+class VideoProbe:
+    """What the run needs to know of the input before it starts: frame rate and one frame's size."""
+
+    frame_rate: tuple[int, int]
+    frame_bytes: int
+
+
+def probe_video(path: str, stream_index: int) -> VideoProbe:
+    """Open the input once to check it has the video stream asked for."""
     from stages.decoder import open_input
 
     container = open_input(path)
@@ -125,7 +145,8 @@ def probe_video(path: str, stream_index: int) -> tuple[int, int]:
             raise InputError(f"--stream {stream_index}: {path} has {len(videos)} video stream(s), numbered from 0")
         stream = videos[stream_index]
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(100_000)
-        return rate.numerator, rate.denominator
+        context = stream.codec_context
+        return VideoProbe((rate.numerator, rate.denominator), rgb_frame_bytes(context.width, context.height))
     finally:
         container.close()
 
@@ -144,13 +165,14 @@ def run_video(request: Request) -> int:
     model_input_size = ColorModel(request.model, SessionSettings(
         provider=request.config.inference.provider, device_id=request.config.inference.device_id,
         intra_op_threads=1)).input_size
-    frame_rate = probe_video(request.input, request.stream_index)
+    probe = probe_video(request.input, request.stream_index)
     tmp = temporary_output(request.output)
     job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
-              output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=frame_rate,
-              model_input_size=model_input_size, stream_index=request.stream_index)
+              output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=probe.frame_rate,
+              model_input_size=model_input_size, stream_index=request.stream_index,
+              frame_bytes=probe.frame_bytes)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
-    supervisor = Supervisor(job, request.config, on_progress=bar)
+    supervisor = Supervisor(job, request.config, on_progress=bar, on_notice=bar.notice)
     try:
         report = supervisor.run()
     except BaseException:
@@ -164,12 +186,24 @@ def run_video(request: Request) -> int:
             print("interrupted before the first frame was written; nothing kept", file=sys.stderr)
             return EXIT_INTERRUPTED
         raise InputError(f"no decodable video frames in {request.input}")
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    account = account_of(report)
+    if account.lost or account.dropped:  # a file run drops nothing: any gap is a lost frame
+        kept = partial_output(request.output)
+        tmp.replace(kept)
+        raise PipelineError(f"{account.lost + account.dropped} frames were lost in the pipeline "
+                            f"({account.describe()}); the frames written are in {kept}")
     if report.interrupted:
         kept = partial_output(request.output)
         tmp.replace(kept)
         print(f"interrupted: kept the {report.frames_written} frames done so far in {kept}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    tmp.replace(request.output)
+    try:
+        tmp.replace(request.output)
+    except OSError as exc:
+        raise PipelineError(f"cannot give the finished output its name ({exc.strerror}: {request.output}); "
+                            f"it is kept as {tmp}") from None
     if not request.quiet:
         print(summary_line(report, str(request.output), supervisor.replicas), file=sys.stderr)
     return 0
@@ -184,12 +218,23 @@ def run_image(request: Request) -> int:
     return 0
 
 
+def environment_failure(exc: OSError | zmq.ZMQError) -> str:
+    """One line for a failure of the machine rather than of the input or a stage."""
+    if isinstance(exc, zmq.ZMQError):
+        return f"cannot set up the run's sockets: {exc.strerror}"
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if is_live_run(args):
+            return run_live(validate_live(args))
+        refuse_live_options(args)
         request = validate(args)
         return run_image(request) if request.is_image else run_video(request)
     except (InputError, ConfigError, ModelError) as exc:
@@ -197,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, zmq.ZMQError) as exc:  # the machine, not the input: a folder gone mid-run, a busy port
+        print(f"error: {environment_failure(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted; output removed", file=sys.stderr)

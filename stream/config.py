@@ -16,6 +16,8 @@ from typing import Literal
 
 import yaml
 
+from stages.temporal import TemporalConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "configs" / "default.yaml"
 
@@ -28,6 +30,76 @@ def _min(value: float) -> dict:
     return {"min": value}
 
 
+def _zmq_endpoint(value: str, wildcard_host: bool) -> str | None:
+    """None if ``value`` is '' or a usable ``tcp://HOST:PORT`` / ``ipc://PATH``; else what is wrong."""
+    if value == "" or (value.startswith("ipc://") and len(value) > len("ipc://")):
+        return None
+    host, _, port = value.removeprefix("tcp://").rpartition(":")
+    if not value.startswith("tcp://") or not host or not port.isdigit() or int(port) > 65535:
+        return "expected tcp://HOST:PORT (port 0..65535) or ipc://PATH"
+    if not wildcard_host and (host in ("*", "0.0.0.0", "[::]") or int(port) == 0):
+        return "expected an address other hosts can connect to (a host name or IP and a fixed port)"
+    return None
+
+
+def _bind_address(value: str) -> str | None:
+    return _zmq_endpoint(value, wildcard_host=True)
+
+
+def _connect_address(value: str) -> str | None:
+    return _zmq_endpoint(value, wildcard_host=False)
+
+
+@dataclass
+class RestartPolicy:
+    """What the supervisor does when a replica of this stage dies (killed, crashed; not an error it reports).
+
+    ``max_restarts`` 0: the run fails at once. N: dead replicas are started again, N times in all,
+    and the frames they held are sent again, so the output is the same as an undisturbed run's.
+    """
+
+    max_restarts: int = field(default=0, metadata=_min(0))
+
+
+@dataclass
+class WorkerPool:
+    """Workers of a stage fed through a broker that leases frames and sends again what a lost worker held.
+
+    ``listen``: an extra address the broker binds so ``colorize worker`` processes from other
+    processes or hosts can join (``tcp://0.0.0.0:5560``; port 0 = any free port, printed at start).
+    ``advertise``: the address those workers connect to, shown in the join hint (default: derived
+    from ``listen``). A worker silent for ``heartbeat_timeout_s`` is lost. ``window``: how far (in
+    frames) work may run ahead of the oldest unfinished frame, which bounds the reorder buffer.
+    """
+
+    listen: str = field(default="", metadata={"check": _bind_address})
+    advertise: str = field(default="", metadata={"check": _connect_address})
+    heartbeat_interval_s: float = field(default=1.0, metadata={"min": 0.05, "max": 60})
+    heartbeat_timeout_s: float = field(default=5.0, metadata={"min": 0.2, "max": 600})
+    window: int = field(default=64, metadata=_min(4))
+
+    def check(self) -> tuple[str, str] | None:
+        if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
+            return "heartbeat_timeout_s", "expected at least twice heartbeat_interval_s"
+        if self.advertise and not self.listen:
+            return "advertise", "needs listen (the address workers connect to must be bound here)"
+        return None
+
+
+class LeasableStage:
+    """Behaviour shared by the stages that may run behind a broker (fields ``replicas``, ``restart``, ``workers``)."""
+
+    @property
+    def leased(self) -> bool:
+        """True when frames reach this stage through a broker (restarts or joining workers need it)."""
+        return self.restart.max_restarts > 0 or bool(self.workers.listen)
+
+    def check(self) -> tuple[str, str] | None:
+        if self.replicas == 0 and not self.workers.listen:
+            return "replicas", "0 needs workers.listen (with no local replica, only joining workers can do the work)"
+        return None
+
+
 @dataclass
 class DecoderConfig:
     """Reads the input and sends RGB frames."""
@@ -37,19 +109,21 @@ class DecoderConfig:
 
 
 @dataclass
-class PreprocessorConfig:
+class PreprocessorConfig(LeasableStage):
     """Resizes frames to the model's input and converts them to L − 50."""
 
-    replicas: int = field(default=1, metadata=_min(1))
+    replicas: int = field(default=1, metadata=_min(0))
     queue_depth: int = field(default=8, metadata=_min(1))
     cpu_affinity: list[int] = field(default_factory=list)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    workers: WorkerPool = field(default_factory=WorkerPool)
 
 
 @dataclass
-class InferenceConfig:
+class InferenceConfig(LeasableStage):
     """Runs the ONNX model with onnxruntime; batches up to ``batch_size`` frames."""
 
-    replicas: int = field(default=1, metadata=_min(1))
+    replicas: int = field(default=1, metadata=_min(0))
     queue_depth: int = field(default=8, metadata=_min(1))
     batch_size: int = field(default=1, metadata=_min(1))
     batch_timeout_ms: float = field(default=20.0, metadata=_min(0))
@@ -58,6 +132,8 @@ class InferenceConfig:
     intra_op_threads: int = field(default=0, metadata=_min(0))
     inter_op_threads: int = field(default=1, metadata=_min(0))
     cpu_affinity: list[int] = field(default_factory=list)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    workers: WorkerPool = field(default_factory=WorkerPool)
 
 
 @dataclass
@@ -72,17 +148,98 @@ class EncoderConfig:
     audio: Literal["auto", "copy", "aac", "none"] = "auto"
     audio_bitrate_kbps: int = field(default=160, metadata=_min(8))
     cpu_affinity: list[int] = field(default_factory=list)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+
+
+@dataclass
+class LiveSourceConfig:
+    """How a network input (rtsp://, rtmp://, http(s)://, udp://, srt://) is opened and read.
+
+    ``analyzeduration_ms`` / ``probesize_bytes``: how much FFmpeg reads before the first frame
+    (small = a fast first frame). ``open_timeout_s`` / ``read_timeout_s``: a connection that cannot
+    be opened, or stays silent, this long counts as broken. ``on_end``: what an end of the stream
+    means ('reconnect': the source broke, keep trying; 'stop': the run ends with the stream).
+    """
+
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    analyzeduration_ms: int = field(default=100, metadata=_min(0))
+    probesize_bytes: int = field(default=500_000, metadata=_min(32))
+    open_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 600})
+    read_timeout_s: float = field(default=3.0, metadata={"min": 0.1, "max": 600})
+    on_end: Literal["reconnect", "stop"] = "reconnect"
+
+
+@dataclass
+class ReconnectPolicy:
+    """Reconnecting a live source: waits grow from ``backoff_initial_s`` doubling to ``backoff_max_s``;
+    once the source has been gone ``limit_s`` seconds the run ends with what it has (0: never retry)."""
+
+    limit_s: float = field(default=30.0, metadata={"min": 0, "max": 86_400})
+    backoff_initial_s: float = field(default=0.5, metadata={"min": 0.01, "max": 600})
+    backoff_max_s: float = field(default=5.0, metadata={"min": 0.01, "max": 600})
+
+    def check(self) -> tuple[str, str] | None:
+        if self.backoff_max_s < self.backoff_initial_s:
+            return "backoff_max_s", "expected at least backoff_initial_s"
+        return None
+
+
+@dataclass
+class LiveOutputConfig:
+    """Outputs of a live run: files written as fragments (playable if the process is killed),
+    optionally cut into ``segment_s``-second files, or published to a stream server."""
+
+    keyframe_interval_s: float = field(default=2.0, metadata={"min": 0.04, "max": 60})
+    segment_s: float = field(default=0.0, metadata={"min": 0, "max": 86_400})
+    publish_rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    zero_latency: bool = True
+
+
+@dataclass
+class PreviewConfig:
+    """The ``--preview`` web page: JPEG frames at most ``fps`` per second, ``width`` pixels wide."""
+
+    fps: float = field(default=10.0, metadata={"min": 0.1, "max": 60})
+    width: int = field(default=640, metadata={"min": 16, "max": 4096})
+    jpeg_quality: int = field(default=80, metadata={"min": 1, "max": 100})
+
+
+@dataclass
+class LiveConfig:
+    """Live mode (network inputs, stream outputs): frames are taken at the source's pace.
+
+    At most ``max_in_flight`` frames are between the decoder and the encoder's output; a frame that
+    arrives while the pipeline is full is handled by ``drop``: 'oldest' (the waiting frame is
+    replaced by the newer one), 'newest' (the new frame is discarded) or 'none' (nothing is dropped:
+    up to 250 decoded frames wait, then the source is read more slowly and latency grows with the backlog). ``timing_log``: a file that
+    gets one line per frame written, ``seq pts_ticks arrived_at written_at`` (pts in 1/90000 s, times
+    in wall-clock seconds), for measuring latency; '' = none.
+    """
+
+    drop: Literal["oldest", "newest", "none"] = "oldest"
+    max_in_flight: int = field(default=2, metadata={"min": 1, "max": 256})
+    timing_log: str = ""
+    source: LiveSourceConfig = field(default_factory=LiveSourceConfig)
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    output: LiveOutputConfig = field(default_factory=LiveOutputConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
 
 
 @dataclass
 class PipelineConfig:
-    """The whole pipeline. ``transport``: 'ipc' (files, one host) or 'tcp' (loopback ports)."""
+    """The whole pipeline. ``transport``: 'ipc' (files, one host) or 'tcp' (loopback ports).
+
+    ``queue_memory_mb``: the most memory the frames queued on one link may take; a stage's
+    ``queue_depth`` is lowered for frames so large that it would not fit (see :mod:`stream.memory`).
+    """
 
     transport: Literal["ipc", "tcp"] = "ipc"
+    queue_memory_mb: int = field(default=256, metadata=_min(1))
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     preprocessor: PreprocessorConfig = field(default_factory=PreprocessorConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
 
 def load_config(path: Path | None) -> PipelineConfig:
@@ -125,7 +282,13 @@ def _build(cls, node: yaml.Node, prefix: str, path: Path):
             known = ", ".join(fields)
             raise ConfigError(f"{path}:{_line(key_node)}: {dotted}: unknown key (expected one of: {known})")
         values[key] = _convert(hints[key], fields[key].metadata, value_node, dotted, path)
-    return cls(**values)
+    built = cls(**values)
+    problem = built.check() if hasattr(built, "check") else None
+    if problem:
+        key, message = problem
+        lines = {k.value: _line(v) for k, v in node.value}
+        raise ConfigError(f"{path}:{lines.get(key, _line(node))}: {prefix}{key}: {message}")
+    return built
 
 
 def _convert(hint, metadata, node: yaml.Node, dotted: str, path: Path):
@@ -154,6 +317,8 @@ def _scalar(kind, metadata, node: yaml.Node, where: str):
     low, high = metadata.get("min"), metadata.get("max")
     if ok and ((low is not None and value < low) or (high is not None and value > high)):
         ok = False
+    if ok and metadata.get("check") and (problem := metadata["check"](value)):
+        raise ConfigError(f"{where}: {problem}, found {_shown(node)}")
     if not ok:
         bounds = ""
         if low is not None and high is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from stream.accounting import account_of
 from stream.supervisor import ProgressEvent, RunReport
 
 STAGES = ("decoder", "preprocessor", "inference", "encoder")
@@ -30,19 +31,33 @@ class ProgressBar:
             self.bar.total = max(event.frames_total, event.frames_done)
         self.bar.update(event.frames_done - self.bar.n)
 
+    def notice(self, text: str) -> None:
+        """A line on stderr that does not tear the bar (restarts, workers joining or lost)."""
+        if self.bar is None:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(text, file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
 def summary_line(report: RunReport, output: str, replicas: dict[str, int]) -> str:
-    """One line: frames, wall time, fps, and each stage's busy share of the wall time."""
+    """One line: frames, wall time, fps, each stage's busy share of the wall time, the frame account."""
     shares = ", ".join(f"{stage} {100 * report.busy_share(stage, replicas.get(stage, 1)):.0f}%"
                        for stage in STAGES)
     parts = [f"{report.frames_written} frames in {report.wall_s:.1f} s ({report.fps:.1f} fps) -> {output}",
-             f"busy: {shares}"]
+             f"busy: {shares}", account_of(report).describe()]
     if report.undecodable_packets:
         parts.append(f"{report.undecodable_packets} undecodable packets skipped")
     if report.audio:
         parts.append(f"audio {report.audio}")
+    if report.restarts:
+        parts.append(", ".join(f"{stage} restarted {count}×" for stage, count in report.restarts.items()))
+    if report.joined_frames:
+        count = len(report.joined_frames)
+        parts.append(f"{sum(report.joined_frames.values())} frames done by {count} joining worker{'s' * (count != 1)}")
+    if report.resent_frames:
+        parts.append(f"{report.resent_frames} frames sent again")
     return "; ".join(parts)

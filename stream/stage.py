@@ -8,8 +8,11 @@ reports to the supervisor. The protocol:
 * End of stream (EOS) is forwarded after everything the stage holds has been sent.
 * The sink (encoder) reports ``done`` when it has written every frame the EOS announced; the
   supervisor then sends ``stop`` to all stages. Intermediate stages keep serving until ``stop``,
-  because with several replicas frames may still arrive after an EOS passed through.
+  because with several replicas frames may still arrive after an EOS passed through; the source
+  too keeps its socket open until ``stop``, so no frame in flight is lost when it finishes first.
 * Any exception becomes one ``error`` event (a single line) and a non-zero exit.
+* A leased stage (see :mod:`stream.broker`) gets its frames from its broker instead of a PULL
+  socket and returns each result to it; :mod:`stream.worker` runs that side.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from typing import ClassVar, Iterable
 import zmq
 
 from stream.config import PipelineConfig
-from stream.errors import InputError
+from stream.errors import InputError, PipelineError
+from stream.memory import link_depth
 from stream.messages import Message, end_of_stream
 from stream.transport import CommandListener, ControlChannel, Endpoints, Link
 
@@ -40,6 +44,10 @@ class Job:
     ``output_tmp`` is where the encoder writes before the supervisor renames the file into place;
     ``output_format`` is the FFmpeg muxer name ('mp4', 'mov', 'matroska'); ``frame_rate`` the
     source's average rate (numerator, denominator), for the encoder's rate control.
+    ``live`` runs (see :mod:`stages.live_source`, :mod:`stages.live_sink`) also use ``live_channel``
+    (the name their side links derive from), ``duration_s`` (end after this much output, 0 = no
+    limit) and ``preview`` (send JPEG previews to the ``--preview`` server).
+    ``frame_bytes``: size of one RGB frame as probed (0 = unknown), for the links' memory budget.
     """
 
     input: str
@@ -50,6 +58,10 @@ class Job:
     model_input_size: tuple[int, int] = (224, 224)
     live: bool = False
     stream_index: int = 0
+    live_channel: str = ""
+    duration_s: float = 0.0
+    preview: bool = False
+    frame_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class StageSpec:
     config: PipelineConfig
     endpoints: Endpoints
     parent_pid: int = field(default_factory=os.getpid)
+    worker_id: str = ""
 
 
 class Stage:
@@ -69,11 +82,15 @@ class Stage:
 
     ``input_link`` / ``output_link``: names of the links read and written (None for the decoder's
     input and the encoder's output). Hooks run inside the stage's own process.
+    Stages that can be leased declare ``reads`` (the arrays :meth:`handle` needs, all a broker sends
+    a worker) and ``consumes`` (those of them the output no longer carries).
     """
 
     name: ClassVar[str]
     input_link: ClassVar[str | None] = None
     output_link: ClassVar[str | None] = None
+    reads: ClassVar[tuple[str, ...]] = ()
+    consumes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: StageSpec, control: ControlChannel):
         self.spec, self.job, self.config, self.control = spec, spec.job, spec.config, control
@@ -128,9 +145,10 @@ def _die_with_parent(stage: str) -> None:
         pass
 
 
-def _queue_depth(config: PipelineConfig, link: str) -> int:
+def _queue_depth(config: PipelineConfig, link: str, frame_bytes: int = 0) -> int:
+    """The consumer's ``queue_depth``, lowered for large frames to fit ``config.queue_memory_mb``."""
     consumer = {"frames": config.preprocessor, "tensors": config.inference, "colour": config.encoder}[link]
-    return consumer.queue_depth
+    return link_depth(consumer.queue_depth, frame_bytes, config.queue_memory_mb)
 
 
 def run_stage(spec: StageSpec) -> None:
@@ -151,18 +169,24 @@ def run_stage(spec: StageSpec) -> None:
     busy = 0.0
     exit_code = 0
     started = time.monotonic()
+    leased = spec.stage in spec.endpoints.leases
     try:
-        if cls.input_link:
+        if cls.input_link and not leased:
             inbound = Link.receiver(context, spec.endpoints.links[cls.input_link][spec.replica],
-                                    _queue_depth(spec.config, cls.input_link))
-        if cls.output_link:
+                                    _queue_depth(spec.config, cls.input_link, spec.job.frame_bytes))
+        if cls.output_link and not leased:
             outbound = Link.sender(context, spec.endpoints.links[cls.output_link],
-                                   _queue_depth(spec.config, cls.output_link))
+                                   _queue_depth(spec.config, cls.output_link, spec.job.frame_bytes))
         t0 = time.monotonic()
         stage.open()
         busy += time.monotonic() - t0
         control.emit("ready")
-        if inbound is None:
+        if leased:
+            from stream.worker import default_credit, run_local_replica
+
+            busy += run_local_replica(stage, context, spec.endpoints.leases[spec.stage], spec.worker_id,
+                                      default_credit(stage_config), commands)
+        elif inbound is None:
             busy += _run_source(stage, outbound, commands)
         else:
             busy += _run_filter(stage, inbound, outbound, commands)
@@ -171,6 +195,9 @@ def run_stage(spec: StageSpec) -> None:
     except InputError as exc:
         control.emit("error", message=str(exc), exit_code=2)
         exit_code = 2
+    except PipelineError as exc:  # a failure the stage already put in words (a full disk, say)
+        control.emit("error", message=str(exc), exit_code=1)
+        exit_code = 1
     except Exception as exc:  # noqa: BLE001 - every failure must reach the supervisor as one line
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         control.emit("error", message=f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__,
@@ -191,7 +218,11 @@ def run_stage(spec: StageSpec) -> None:
 
 
 def _run_source(stage: Stage, outbound: Link, commands: CommandListener) -> float:
-    """Send what ``produce`` yields, then EOS with the frame count. Returns busy seconds."""
+    """Send what ``produce`` yields, then EOS with the frame count; return on ``stop``. Returns busy seconds.
+
+    The source keeps its socket open until ``stop`` (sent once the sink is done): a PUSH socket
+    that closes while its consumer's queue is full loses the frames still in flight, linger or not.
+    """
     busy, count = 0.0, 0
     frames = iter(stage.produce())
     while True:
@@ -208,6 +239,8 @@ def _run_source(stage: Stage, outbound: Link, commands: CommandListener) -> floa
         outbound.send(message)
         count += 1
     outbound.send(end_of_stream(count))
+    while commands.poll() != "stop":
+        commands.socket.poll(COMMAND_POLL_MS)
     return busy
 
 

@@ -9,6 +9,15 @@ and the command socket it broadcasts on. The run ends when:
 * Ctrl-C: the first asks the decoder to ``drain`` (stop reading; frames in flight are finished and
   the output stays playable); a second one aborts like a failure.
 
+Leased stages (``restart.max_restarts`` > 0 or ``workers.listen``, see :mod:`stream.broker`) get a
+broker process (``cz-broker-<stage>``) between them and their producer. With a restart policy, a
+replica that dies (any exit but 0 or 2, without an ``error`` event of its own: a SIGKILL, a crash,
+the OOM killer) is reported to the broker (command ``lost WORKER``, so the frames it held are
+sent again at once) and started again, up to ``max_restarts`` times in all; then the run fails as
+above. An ``error`` event still fails the run at once: a deterministic failure would only repeat.
+A dead broker, decoder or encoder always fails the run. Workers joining from elsewhere are the
+broker's business; the supervisor only reports them (``on_notice``).
+
 Whatever happens, no stage process and no ipc file outlives :meth:`Supervisor.run`.
 """
 from __future__ import annotations
@@ -16,8 +25,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+import sys
 import signal
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,7 +36,9 @@ import zmq
 
 from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
-from stream.stage import Job, StageSpec, run_stage
+from stream.broker import BrokerSpec, run_broker
+from stream.rundir import make_run_dir
+from stream.stage import Job, StageSpec, run_stage, stage_class
 from stream.transport import Endpoints, make_endpoints
 
 STAGE_ORDER = ("encoder", "inference", "preprocessor", "decoder")
@@ -39,7 +50,15 @@ SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
 
 @dataclass
 class RunReport:
-    """What a finished run did: counts, wall time, and each stage's busy seconds (summed over replicas)."""
+    """What a finished run did: counts, wall time, and each stage's busy seconds (summed over replicas).
+
+    ``restarts``: replicas started again per stage; ``resent_frames``: frames a lost worker held that
+    were sent again; ``joined_frames``: frames done by each worker that joined from elsewhere.
+    ``frames_dropped``: frames decoded but deliberately not written (live runs), summed over the
+    stages' ``dropped`` figures; ``decoder_reported``: the decoder's final figures arrived (else
+    ``frames_decoded`` is unknown); ``warnings``: lines for the user from the stages' ``warnings``
+    (a damaged input, say). See :mod:`stream.accounting`.
+    """
 
     frames_written: int = 0
     frames_decoded: int = 0
@@ -50,6 +69,12 @@ class RunReport:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     audio: str | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
+    resent_frames: int = 0
+    joined_frames: dict[str, int] = field(default_factory=dict)
+    frames_dropped: int = 0
+    decoder_reported: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -57,7 +82,7 @@ class RunReport:
 
     def busy_share(self, stage: str, replicas: int = 1) -> float:
         """Busy seconds over wall time, per replica (0..1)."""
-        return self.busy_s.get(stage, 0.0) / (self.wall_s * replicas) if self.wall_s > 0 else 0.0
+        return self.busy_s.get(stage, 0.0) / (self.wall_s * replicas) if self.wall_s > 0 and replicas else 0.0
 
 
 @dataclass
@@ -70,19 +95,29 @@ class Supervisor:
     """Runs one job through the four stages. ``on_progress`` is called from the supervisor's loop."""
 
     def __init__(self, job: Job, config: PipelineConfig,
-                 on_progress: Callable[[ProgressEvent], None] | None = None):
+                 on_progress: Callable[[ProgressEvent], None] | None = None,
+                 on_notice: Callable[[str], None] | None = None,
+                 on_live: Callable[[dict], None] | None = None):
         self.job, self.config = job, config
+        self.on_live = on_live or (lambda event: None)  # live runs' figures and log lines (stream/live.py)
         self.on_progress = on_progress or (lambda event: None)
+        self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr, flush=True))
         self.replicas = {"decoder": 1, "preprocessor": config.preprocessor.replicas,
                          "inference": config.inference.replicas, "encoder": 1}
+        self.leased = {stage: stage_class(stage).input_link for stage in ("preprocessor", "inference")
+                       if getattr(config, stage).leased}
         self.processes: dict[tuple[str, int], multiprocessing.Process] = {}
+        self.worker_ids: dict[tuple[str, int], str] = {}
+        self.local_workers: set[str] = set()
+        self.generation = 0
+        self.endpoints: Endpoints | None = None
         self.report = RunReport()
         self.total: int | None = None
         self.errors: deque[dict] = deque()
         self.stats_pending: set[tuple[str, int]] = set()
 
     def run(self) -> RunReport:
-        run_dir = tempfile.mkdtemp(prefix="colorize-")
+        run_dir = make_run_dir()
         context = zmq.Context()
         control = commands = None
         completed = False
@@ -90,7 +125,7 @@ class Supervisor:
         try:
             endpoints = make_endpoints(self.config.transport, run_dir, {
                 "frames": self.replicas["preprocessor"], "tensors": self.replicas["inference"],
-                "colour": self.replicas["encoder"]})
+                "colour": self.replicas["encoder"]}, leased=self.leased)
             control = context.socket(zmq.PULL)
             control.bind(endpoints.control)
             commands = context.socket(zmq.PUB)
@@ -114,16 +149,35 @@ class Supervisor:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def _start(self, endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
         spawn = multiprocessing.get_context("spawn")
+        for stage, link in self.leased.items():
+            cls = stage_class(stage)
+            spec = BrokerSpec(stage=stage, input_link=link, output_link=cls.output_link, reads=cls.reads,
+                              consumes=cls.consumes, config=self.config, endpoints=endpoints,
+                              model=self.job.model, model_input_size=self.job.model_input_size,
+                              frame_bytes=self.job.frame_bytes)
+            process = spawn.Process(target=run_broker, args=(spec,), name=f"colorize-broker-{stage}", daemon=True)
+            process.start()
+            self.processes[(f"broker-{stage}", 0)] = process
+            self.stats_pending.add((f"broker-{stage}", 0))
         for stage in STAGE_ORDER:
             for replica in range(self.replicas[stage]):
-                spec = StageSpec(stage=stage, replica=replica, job=self.job, config=self.config,
-                                 endpoints=endpoints)
-                process = spawn.Process(target=run_stage, args=(spec,), name=f"colorize-{stage}-{replica}",
-                                        daemon=True)
-                process.start()
-                self.processes[(stage, replica)] = process
-                self.stats_pending.add((stage, replica))
+                self._spawn(stage, replica)
+
+    def _spawn(self, stage: str, replica: int) -> None:
+        """Start one replica of a stage (again, after a death); leased replicas get a fresh worker id."""
+        self.generation += 1
+        worker_id = f"{stage}-{replica}.{self.generation}" if stage in self.leased else ""
+        spec = StageSpec(stage=stage, replica=replica, job=self.job, config=self.config,
+                         endpoints=self.endpoints, worker_id=worker_id)
+        process = multiprocessing.get_context("spawn").Process(
+            target=run_stage, args=(spec,), name=f"colorize-{stage}-{replica}", daemon=True)
+        process.start()
+        self.processes[(stage, replica)] = process
+        self.worker_ids[(stage, replica)] = worker_id
+        self.local_workers.add(worker_id)
+        self.stats_pending.add((stage, replica))
 
     def _watch(self, control: zmq.Socket, commands: zmq.Socket) -> None:
         done = False
@@ -133,7 +187,7 @@ class Supervisor:
                 if control.poll(POLL_MS):
                     done = self._handle_event(json.loads(control.recv()))
                 if not done:
-                    self._check_processes(control)
+                    self._check_processes(control, commands)
             except KeyboardInterrupt:
                 if drain_sent:
                     raise
@@ -156,6 +210,10 @@ class Supervisor:
             self._fail(event)
         elif kind == "stats":
             self._record_stats(event)
+        elif kind == "live":
+            self.on_live(event)
+        elif kind in ("listening", "worker"):
+            self._report_broker_event(event)
         elif kind == "done":
             self.report.frames_written = event.get("written", 0)
             self.report.latency_p50_ms = event.get("latency_p50_ms")
@@ -171,24 +229,55 @@ class Supervisor:
             raise InputError(message)
         raise PipelineError(message)
 
-    def _check_processes(self, control: zmq.Socket) -> None:
-        for (stage, replica), process in self.processes.items():
+    def _check_processes(self, control: zmq.Socket, commands: zmq.Socket) -> None:
+        for (stage, replica), process in list(self.processes.items()):
             code = process.exitcode
             if code is None or code == 0:
                 continue
             while control.poll(200):  # its own error event, if it managed to send one, comes first
                 self._handle_event(json.loads(control.recv()))
             how = f"killed by {SIGNAL_NAMES[code]}" if code in SIGNAL_NAMES else f"exited with code {code}"
-            raise PipelineError(f"{stage} stage died ({how})")
+            self.stats_pending.discard((stage, replica))
+            allowed = getattr(self.config, stage).restart.max_restarts if stage in self.leased else 0
+            done = self.report.restarts.get(stage, 0)
+            if done >= allowed or code == 2:
+                again = f" after {done} restart{'s' if done != 1 else ''} ({stage}.restart.max_restarts: {allowed})"
+                raise PipelineError(f"{stage} stage died ({how}){again if allowed else ''}")
+            self.report.restarts[stage] = done + 1
+            self._broadcast(commands, f"lost {self.worker_ids[(stage, replica)]}")
+            self.on_notice(f"warning: {stage} replica {replica} died ({how}); started it again "
+                           f"(restart {done + 1} of {allowed}); the frames it held are sent again")
+            self._spawn(stage, replica)
+
+    def _report_broker_event(self, event: dict) -> None:
+        stage = event["stage"].removeprefix("broker-")
+        if event["event"] == "listening":
+            self.on_notice(f"{stage} workers can join: colorize worker --stage {stage} --connect {event['advertise']}")
+            return
+        local = event["worker"] in self.local_workers
+        if event["action"] in ("joined", "rejoined") and not local:
+            self.on_notice(f"{stage} worker {event['worker']} {event['action']} from {event['host']}")
+        elif event["action"] in ("left", "lost") and not (local and not event.get("reason", "").startswith("no heartbeat")):
+            resent = event.get("resent", 0)
+            what = "left" if event["action"] == "left" else f"lost ({event.get('reason')})"
+            self.on_notice(f"{stage} worker {event['worker']} {what}; {resent} frame{'s' if resent != 1 else ''} "
+                           "it held sent to other workers")
 
     def _record_stats(self, event: dict) -> None:
         key = (event["stage"], event["replica"])
         self.stats_pending.discard(key)
         stage = event["stage"]
         self.report.busy_s[stage] = self.report.busy_s.get(stage, 0.0) + event.get("busy_s", 0.0)
+        if stage.startswith("broker-"):
+            self.report.resent_frames += event.get("resent", 0)
+            self.report.joined_frames.update({name: frames for name, frames in event.get("worker_frames", {}).items()
+                                              if name not in self.local_workers})
+        self.report.frames_dropped += event.get("dropped", 0)
+        self.report.warnings.extend(event.get("warnings", []))
         if stage == "decoder":
             self.report.frames_decoded = event.get("decoded", 0)
             self.report.undecodable_packets = event.get("undecodable_packets", 0)
+            self.report.decoder_reported = True
 
     def _collect_stats(self, control: zmq.Socket, timeout_s: float) -> None:
         """Read pending stats events (errors that arrive now no longer matter)."""

@@ -13,13 +13,26 @@ Control (supervisor ← stages, PUSH → PULL): small JSON events (``ready``, ``
 
 On one host endpoints are ``ipc://`` files in a private directory made per run, so two pipelines
 never share an endpoint; ``tcp`` uses loopback ports chosen per run.
+
+Leased links (a stage with ``restart.max_restarts`` > 0 or ``workers.listen`` set): the producing
+stage pushes to a broker process instead (``links[link]`` is then the broker's one endpoint), and
+the stage's workers (its local replicas, and ``colorize worker`` processes from other processes or
+hosts) connect DEALER sockets to the broker's ROUTER (``leases[stage]``, plus ``workers.listen``):
+
+    preprocessor --tensors--> broker <==ROUTER/DEALER==> inference workers
+                              broker --colour--> encoder
+
+Workers ask for work with credit, send each result back on the same socket (the result is the
+acknowledgement) and heartbeat; the broker keeps every frame until its result is back, sends the
+frames of a lost worker again, and forwards each frame downstream exactly once. The wire protocol
+is described in :mod:`stream.broker`.
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -31,11 +44,14 @@ LINGER_MS = 5000
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where every socket of one run lives. ``links[name]`` lists one endpoint per consumer replica."""
+    """Where every socket of one run lives. ``links[name]`` lists one endpoint per consumer replica
+    (or the broker's input for a leased link); ``leases[stage]`` is where that stage's broker meets
+    its workers."""
 
     links: dict[str, list[str]]
     control: str
     commands: str
+    leases: dict[str, str] = field(default_factory=dict)
 
 
 def _free_tcp_port() -> int:
@@ -44,18 +60,23 @@ def _free_tcp_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_endpoints(kind: str, run_dir: str, consumers: dict[str, int]) -> Endpoints:
+def make_endpoints(kind: str, run_dir: str, consumers: dict[str, int],
+                   leased: dict[str, str] | None = None) -> Endpoints:
     """Endpoints for a run: ``kind`` 'ipc' (files under ``run_dir``) or 'tcp' (free loopback ports).
 
-    ``consumers`` maps each link name to the number of replicas of the stage that reads it.
+    ``consumers`` maps each link name to the number of replicas of the stage that reads it;
+    ``leased`` maps each leased stage to the link it reads (that link gets one endpoint: the broker).
     """
     def endpoint(name: str) -> str:
         if kind == "ipc":
             return f"ipc://{os.path.join(run_dir, name)}.sock"
         return f"tcp://127.0.0.1:{_free_tcp_port()}"
 
+    leased = leased or {}
+    consumers = {**consumers, **{link: 1 for link in leased.values()}}
     links = {link: [endpoint(f"{link}-{i}") for i in range(consumers[link])] for link in LINKS}
-    return Endpoints(links=links, control=endpoint("control"), commands=endpoint("commands"))
+    leases = {stage: endpoint(f"lease-{stage}") for stage in leased}
+    return Endpoints(links=links, control=endpoint("control"), commands=endpoint("commands"), leases=leases)
 
 
 class Link:

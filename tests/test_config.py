@@ -36,8 +36,10 @@ def test_an_empty_file_means_defaults(tmp_path):
     ("inference:\n  provider: tpu\n", ":2: inference.provider: expected one of cpu, cuda, npu, openvino, found 'tpu'"),
     ("transport: ipc\ndecoder: 3\n", ":2: decoder: expected a mapping of keys"),
     ("decoder:\n  cpu_affinity: [0, x]\n", ":2: decoder.cpu_affinity: expected an integer >= 0, found 'x'"),
-    ("inference:\n  replicas: true\n", ":2: inference.replicas: expected an integer >= 1, found 'true'"),
+    ("inference:\n  replicas: true\n", ":2: inference.replicas: expected an integer >= 0, found 'true'"),
     ("encoder:\n  crf: [1\n", ": malformed YAML"),
+    ("encoder:\n  temporal:\n    strength: 1.5\n",
+     ":3: encoder.temporal.strength: expected a number in 0.0..0.99, found '1.5'"),
 ])
 def test_bad_files_name_file_line_key_and_expectation(tmp_path, text, message):
     path = write(tmp_path, text)

@@ -48,22 +48,27 @@ def test_frames_cross_a_real_process_in_order_and_bit_exact(tmp_path):
     to_child, from_child = endpoints.links["frames"][0], endpoints.links["colour"][0]
     context = zmq.Context()
     results = Link.receiver(context, from_child, 4)
-    child = multiprocessing.get_context("spawn").Process(target=echo_until_eos, args=(to_child, from_child))
+    child = multiprocessing.get_context("spawn").Process(target=echo_until_eos, args=(to_child, from_child),
+                                                         daemon=True)
     child.start()
-    out = Link.sender(context, [to_child], 4)
-    rng = np.random.default_rng(1)
-    sent = [frame(i, rng) for i in range(30)]
-    received = []
-    for message in sent:
-        out.send(message)
-        if results.socket.poll(0):
+    try:
+        out = Link.sender(context, [to_child], 4)
+        rng = np.random.default_rng(1)
+        sent = [frame(i, rng) for i in range(30)]
+        received = []
+        for message in sent + [end_of_stream(len(sent))]:
+            while results.socket.poll(0):
+                received.append(results.receive())
+            out.send(message)
+        while not received or not received[-1].is_eos:
+            assert results.socket.poll(60_000), f"echo process stopped answering (exit code {child.exitcode})"
             received.append(results.receive())
-    out.send(end_of_stream(len(sent)))
-    while not received or not received[-1].is_eos:
-        assert results.socket.poll(10_000), "echo process stopped answering"
-        received.append(results.receive())
-    child.join(10)
-    assert child.exitcode == 0
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
     assert [m.header.seq for m in received] == list(range(30)) + [30]
     assert received[-1].is_eos
     for a, b in zip(sent, received):
@@ -88,7 +93,7 @@ def test_a_full_queue_blocks_the_sender_instead_of_growing(tmp_path):
         except zmq.Again:
             break
     assert 2 <= accepted < 20
-    sender.close()
+    sender.socket.close(linger=0)
     receiver.close()
     context.term()
 

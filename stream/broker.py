@@ -1,0 +1,415 @@
+"""The broker of a leased link: frames handed out to workers on credit, kept until they come back.
+
+A stage whose replicas may die and be restarted (``restart.max_restarts``), or that workers from
+other processes or hosts may join (``workers.listen``), reads its input through a broker process
+(``cz-broker-<stage>``). The broker pulls frames from the producing stage, lends each one to a
+worker, takes the result back, merges it into the frame and pushes the frame downstream: exactly
+once, whatever happens to the workers.
+
+Wire protocol (ZeroMQ ROUTER in the broker, one DEALER per worker; part 0 is the kind)::
+
+    worker → broker   hello  {worker, stage, host, pid}      asks what the run is
+                      ready  {credit}                        may now hold `credit` frames at once
+                      result <message parts>                 a frame's new arrays; acknowledges its lease
+                                                             and gives one credit back
+                      heartbeat {frames, busy_s}             alive (every heartbeat_interval_s)
+                      bye                                    leaving now; what it holds goes to others
+    broker → worker   welcome {stage, model_input_size, model_sha256, heartbeat_interval_s, ...}
+                      work <message parts>                   one frame: its header and only the arrays
+                                                             the stage reads (``Stage.reads``)
+                      flush                                  the stream has ended: run a partial batch now
+                      heartbeat                              alive
+                      reset                                  you were declared lost: drop what you hold,
+                                                             send ready again
+                      stop                                   the run is over: exit
+
+Invariants:
+
+* Every frame received from upstream is held (``held``) until its first result arrives; the held
+  frame keeps the arrays the worker was not sent, and the result's arrays replace those the stage
+  consumes (``Stage.consumes``). Later results for the same frame are dropped (counted).
+* A worker is lost on ``bye``, on ``heartbeat_timeout_s`` of silence, when its connection is
+  gone (a send to it fails), or when the supervisor reports its process dead (command
+  ``lost WORKER``). Its leased frames are queued again, lowest frame number first.
+* Memory is bounded: the broker reads upstream only while fewer than ``queue_depth`` frames wait
+  unleased, each worker holds at most its credit, and no frame more than ``workers.window`` ahead
+  of the oldest unfinished one is handed out (which bounds the encoder's reorder buffer too).
+* End of stream is forwarded downstream as soon as it arrives (it carries the frame count; the
+  encoder waits for every frame); the broker keeps serving until the supervisor says ``stop``,
+  then tells its workers ``stop``.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import zmq
+
+from stream.config import PipelineConfig
+from stream.messages import Message, decode, encode
+from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints
+
+HELLO, READY, RESULT, HEARTBEAT, BYE = b"hello", b"ready", b"result", b"heartbeat", b"bye"
+WELCOME, WORK, FLUSH, RESET, STOP = b"welcome", b"work", b"flush", b"reset", b"stop"
+WILDCARD_HOSTS = ("*", "0.0.0.0", "[::]", "::")
+
+
+@dataclass(frozen=True)
+class BrokerSpec:
+    """What a broker process needs (picklable): the stage it feeds and that stage's contract.
+
+    ``reads``: arrays a worker is sent; ``consumes``: arrays its result replaces (both from the
+    stage class). ``model`` / ``model_input_size`` are passed on to joining workers.
+    """
+
+    stage: str
+    input_link: str
+    output_link: str
+    reads: tuple[str, ...]
+    consumes: tuple[str, ...]
+    config: PipelineConfig
+    endpoints: Endpoints
+    model: str
+    model_input_size: tuple[int, int]
+    frame_bytes: int = 0
+    parent_pid: int = field(default_factory=os.getpid)
+
+
+@dataclass
+class WorkerState:
+    """A worker the broker knows: its credit, the frames it holds now, when it was last heard."""
+
+    name: str
+    host: str
+    pid: int
+    credit: int = 0
+    leased: set[int] = field(default_factory=set)
+    last_seen: float = 0.0
+    frames: int = 0
+    flushed: bool = True
+
+    @property
+    def free_credit(self) -> int:
+        return self.credit - len(self.leased)
+
+
+def advertised_address(bound: str, advertise: str) -> str:
+    """The address to tell joining workers: ``advertise``, else the bound one with this host's name."""
+    if advertise:
+        return advertise
+    host, _, port = bound.removeprefix("tcp://").rpartition(":")
+    if bound.startswith("tcp://") and host.strip("[]") in ("0.0.0.0", "::", "*"):
+        return f"tcp://{socket.gethostname()}:{port}"
+    return bound
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Broker:
+    """The lease table and its sockets. :meth:`serve` runs until the supervisor says ``stop``."""
+
+    def __init__(self, spec: BrokerSpec, context: zmq.Context, control: ControlChannel,
+                 commands: CommandListener):
+        from stream.stage import _queue_depth
+
+        self.spec, self.control, self.commands = spec, control, commands
+        stage_config = getattr(spec.config, spec.stage)
+        self.pool = stage_config.workers
+        self.queue_depth = _queue_depth(spec.config, spec.input_link, spec.frame_bytes)
+        self.frontend = context.socket(zmq.PULL)
+        self.frontend.setsockopt(zmq.RCVHWM, self.queue_depth)
+        self.frontend.setsockopt(zmq.LINGER, LINGER_MS)
+        self.frontend.bind(spec.endpoints.links[spec.input_link][0])
+        self.backend = context.socket(zmq.ROUTER)
+        self.backend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.backend.setsockopt(zmq.SNDHWM, 10_000)
+        self.backend.setsockopt(zmq.LINGER, 0)
+        self.backend.bind(spec.endpoints.leases[spec.stage])
+        self.public: str | None = None
+        if self.pool.listen:
+            listen = self.pool.listen
+            if listen.startswith("tcp://") and listen.endswith(":0"):
+                listen = listen[:-2] + ":*"
+            self.backend.bind(listen)
+            self.public = self.backend.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.downstream = context.socket(zmq.PUSH)
+        self.downstream.setsockopt(zmq.SNDHWM, _queue_depth(spec.config, spec.output_link, spec.frame_bytes))
+        self.downstream.setsockopt(zmq.LINGER, LINGER_MS)
+        for endpoint in spec.endpoints.links[spec.output_link]:
+            self.downstream.connect(endpoint)
+        self.held: dict[int, Message] = {}
+        self.pending: list[int] = []
+        self.queued: set[int] = set()
+        self.lessee: dict[int, bytes] = {}
+        self.workers: dict[bytes, WorkerState] = {}
+        self.reset_sent: set[bytes] = set()
+        self.outbox: deque[list] = deque()
+        self.eos_seen = False
+        self.forwarded = self.resent = self.duplicates = 0
+        self.finished_workers: dict[str, int] = {}
+        self.busy = 0.0
+        self.next_heartbeat = 0.0
+        self.last_loop = time.monotonic()
+        self.model_sha256 = file_sha256(spec.model) if self.public and spec.stage == "inference" else None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        if self.public:
+            self.control.emit("listening", endpoint=self.public,
+                              advertise=advertised_address(self.public, self.pool.advertise))
+        while True:
+            poller = zmq.Poller()
+            poller.register(self.backend, zmq.POLLIN)
+            poller.register(self.commands.socket, zmq.POLLIN)
+            if len(self.queued) < self.queue_depth:
+                poller.register(self.frontend, zmq.POLLIN)
+            if self.outbox:
+                poller.register(self.downstream, zmq.POLLOUT)
+            timeout = max(0, int((self.next_heartbeat - time.monotonic()) * 1000))
+            ready = dict(poller.poll(min(timeout, 100)))
+            t0 = time.monotonic()
+            if self.commands.socket in ready:
+                command = self.commands.poll()
+                if command == "stop":
+                    break
+                if command and command.startswith("lost "):
+                    self._lose(command.split(" ", 1)[1].encode(), "its process died")
+            if self.frontend in ready:
+                self._take_upstream()
+            while self.backend.poll(0):
+                self._from_worker(self.backend.recv_multipart(copy=False))
+            self._send_downstream()
+            self._expire_and_heartbeat()
+            self._dispatch()
+            self.busy += time.monotonic() - t0
+        self._stop_workers()
+
+    def _take_upstream(self) -> None:
+        while len(self.queued) < self.queue_depth:
+            try:
+                parts = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            message = decode(parts)
+            if message.is_eos:
+                self.eos_seen = True
+                self.outbox.append(encode(message))
+                continue
+            seq = message.header.seq
+            if seq in self.held:
+                continue
+            self.held[seq] = message
+            self._queue(seq)
+
+    def _queue(self, seq: int) -> None:
+        if seq not in self.queued:
+            self.queued.add(seq)
+            heapq.heappush(self.pending, seq)
+
+    def _dispatch(self) -> None:
+        """Hand out waiting frames, lowest number first, to the workers with the most free credit."""
+        if not self.pending or len(self.outbox) >= self.queue_depth:
+            return
+        limit = None
+        while self.pending:
+            seq = self.pending[0]
+            if seq not in self.held or seq in self.lessee:
+                heapq.heappop(self.pending)
+                self.queued.discard(seq)
+                continue
+            if limit is None:
+                limit = min(self.held) + self.pool.window
+            if seq >= limit:
+                return
+            worker_id, worker = max(self.workers.items(), key=lambda item: item[1].free_credit,
+                                    default=(None, None))
+            if worker is None or worker.free_credit <= 0:
+                return
+            heapq.heappop(self.pending)
+            self.queued.discard(seq)
+            message = self.held[seq]
+            lent = Message(replace(message.header, buffers=[]),
+                           {name: message.arrays[name] for name in self.spec.reads})
+            if not self._send(worker_id, [WORK, *encode(lent)]):
+                self._queue(seq)
+                continue
+            worker.leased.add(seq)
+            worker.flushed = False
+            self.lessee[seq] = worker_id
+
+    def _from_worker(self, parts: list) -> None:
+        worker_id, kind, body = parts[0].bytes, parts[1].bytes, parts[2:]
+        worker = self.workers.get(worker_id)
+        now = time.monotonic()
+        if worker is not None:
+            worker.last_seen = now
+        if kind == HELLO:
+            self._send(worker_id, [WELCOME, json.dumps({
+                "stage": self.spec.stage, "model_input_size": list(self.spec.model_input_size),
+                "model_sha256": self.model_sha256, "heartbeat_interval_s": self.pool.heartbeat_interval_s,
+                "heartbeat_timeout_s": self.pool.heartbeat_timeout_s}).encode()])
+        elif kind == READY:
+            info = json.loads(body[0].bytes)
+            self.reset_sent.discard(worker_id)
+            if worker is not None:
+                self._lose(worker_id, "it started again")
+            self.workers[worker_id] = WorkerState(name=info.get("worker", worker_id.decode(errors="replace")),
+                                                  host=info.get("host", "?"), pid=info.get("pid", 0),
+                                                  credit=int(info["credit"]), last_seen=now)
+            name = self.workers[worker_id].name
+            self.control.emit("worker", action="rejoined" if name in self.finished_workers else "joined",
+                              worker=name, host=self.workers[worker_id].host, credit=int(info["credit"]))
+        elif kind == RESULT:
+            self._accept(worker_id, worker, decode(body))
+            if worker is None:
+                self._reset(worker_id)
+        elif kind == HEARTBEAT and worker is None:
+            self._reset(worker_id)
+        elif kind == BYE and worker is not None:
+            self._lose(worker_id, "it left")
+
+    def _reset(self, worker_id: bytes) -> None:
+        """Tell a worker it was declared lost (once, until it is ready again)."""
+        if worker_id not in self.reset_sent:
+            self.reset_sent.add(worker_id)
+            self._send(worker_id, [RESET])
+
+    def _accept(self, worker_id: bytes, worker: WorkerState | None, result: Message) -> None:
+        seq = result.header.seq
+        if worker is not None:
+            worker.leased.discard(seq)
+            worker.frames += 1
+        original = self.held.pop(seq, None)
+        self.queued.discard(seq)
+        if original is None:
+            self.duplicates += 1
+            return
+        holder = self.lessee.pop(seq, None)
+        if holder is not None and holder != worker_id and holder in self.workers:
+            self.workers[holder].leased.discard(seq)
+        arrays = {name: array for name, array in original.arrays.items() if name not in self.spec.consumes}
+        arrays.update(result.arrays)
+        self.outbox.append(encode(Message(original.header, arrays)))
+        self.forwarded += 1
+
+    def _send_downstream(self) -> None:
+        while self.outbox:
+            try:
+                self.downstream.send_multipart(self.outbox[0], flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.outbox.popleft()
+
+    def _send(self, worker_id: bytes, parts: list) -> bool:
+        """Send to one worker; a worker whose connection is gone is lost (False)."""
+        try:
+            self.backend.send_multipart([worker_id, *parts], flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                raise
+            if worker_id in self.workers:
+                self._lose(worker_id, "its connection is gone")
+            return False
+
+    def _lose(self, worker_id: bytes, reason: str) -> None:
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return
+        requeued = 0
+        for seq in worker.leased:
+            if self.lessee.get(seq) == worker_id:
+                del self.lessee[seq]
+                if seq in self.held:
+                    self._queue(seq)
+                    requeued += 1
+        self.resent += requeued
+        self.finished_workers[worker.name] = self.finished_workers.get(worker.name, 0) + worker.frames
+        self.control.emit("worker", action="left" if reason == "it left" else "lost", worker=worker.name,
+                          host=worker.host, reason=reason, resent=requeued)
+
+    def _expire_and_heartbeat(self) -> None:
+        now = time.monotonic()
+        gap, self.last_loop = now - self.last_loop, now
+        for worker_id, worker in list(self.workers.items()):
+            if gap > self.pool.heartbeat_interval_s:
+                worker.last_seen += gap  # time the broker did not run is not the worker's silence
+            if now - worker.last_seen > self.pool.heartbeat_timeout_s:
+                self._lose(worker_id, f"no heartbeat for {self.pool.heartbeat_timeout_s:g} s")
+        waiting = any(seq in self.held and seq not in self.lessee for seq in self.queued)
+        if self.eos_seen and not waiting:
+            for worker_id, worker in list(self.workers.items()):
+                if worker.leased and not worker.flushed:
+                    worker.flushed = True
+                    self._send(worker_id, [FLUSH])
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.pool.heartbeat_interval_s
+            for worker_id in list(self.workers):
+                self._send(worker_id, [HEARTBEAT])
+
+    def _stop_workers(self) -> None:
+        for worker_id in list(self.workers):
+            self._send(worker_id, [STOP])
+
+    def stats(self) -> dict:
+        frames = dict(self.finished_workers)
+        for worker in self.workers.values():
+            frames[worker.name] = frames.get(worker.name, 0) + worker.frames
+        return {"forwarded": self.forwarded, "resent": self.resent, "duplicates": self.duplicates,
+                "worker_frames": frames}
+
+    def close(self) -> None:
+        for sock in (self.frontend, self.backend, self.downstream):
+            sock.close()
+
+
+def run_broker(spec: BrokerSpec) -> None:
+    """Process entry point of a broker: serve until ``stop``; any failure is one ``error`` event."""
+    from stream.stage import _die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(f"broker-{spec.stage}")
+    if os.getppid() != spec.parent_pid:
+        os._exit(1)
+    context = zmq.Context()
+    name = f"broker-{spec.stage}"
+    control = ControlChannel(context, spec.endpoints.control, name, 0)
+    commands = CommandListener(context, spec.endpoints.commands)
+    broker = None
+    exit_code = 0
+    started = time.monotonic()
+    try:
+        broker = Broker(spec, context, control, commands)
+        control.emit("ready")
+        broker.serve()
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the supervisor as one line
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        control.emit("error", message=f"{type(exc).__name__}: {detail}", exit_code=1,
+                     traceback=traceback.format_exc(limit=8))
+        exit_code = 1
+    finally:
+        figures = broker.stats() if broker is not None else {}
+        control.emit("stats", busy_s=broker.busy if broker else 0.0, alive_s=time.monotonic() - started, **figures)
+        if broker is not None:
+            broker.close()
+        commands.close()
+        control.close()
+        context.term()
+    sys.exit(exit_code)

@@ -1,0 +1,349 @@
+"""Workers of a leased stage: local replicas and ``colorize worker`` processes joining from elsewhere.
+
+    colorize worker --stage inference --connect tcp://HOST:PORT [--model FILE.onnx] [--config FILE.yaml]
+                    [--batch-size N] [--threads N] [--credit N] [--name NAME] [--wait S]
+
+Both kinds run :class:`LeaseLoop` against the stage's broker (protocol in :mod:`stream.broker`):
+hello → welcome → open the stage (load the model) → ready(credit) → work/result/heartbeat until
+the broker says ``stop``. The stage's hooks run on one compute thread, so the socket keeps being
+served (heartbeats, new work arriving) while a batch runs; onnxruntime and OpenCV release the GIL.
+
+A joining worker checks that its model is the pipeline's (SHA-256 sent in the welcome) and exits
+0 when the run ends (``stop``) or when it leaves on SIGINT/SIGTERM (``bye``: the broker sends what
+it held to other workers). It exits 1 if no broker answers within ``--wait`` seconds or the broker
+goes silent, and 2 for a bad option, config or model (one ``error:`` line each time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from stream.broker import (BYE, FLUSH, HEARTBEAT, HELLO, READY, RESET, RESULT, STOP, WELCOME, WORK,
+                           file_sha256)
+from stream.messages import Message, decode, encode
+
+LEASED_STAGES = ("preprocessor", "inference")
+POLL_CAP_MS = 100
+
+
+def default_credit(stage_config) -> int:
+    """Frames a worker holds at once: two batches and a little more, so the next batch waits ready."""
+    return 2 * getattr(stage_config, "batch_size", 1) + 2
+
+
+@dataclass
+class LeaseOutcome:
+    """How a :class:`LeaseLoop` ended (``why``: stop, command, left, broker_lost) and what it did."""
+
+    why: str
+    frames: int
+    busy_s: float
+    handed_back: int = 0
+
+
+class ComputeThread:
+    """Runs the stage's hooks one at a time off the socket thread; wakes the loop through a pipe."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        self.tasks: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.wake_read, self.wake_write = os.pipe()
+        self.in_flight = 0
+        self.busy = 0.0
+        self.thread = threading.Thread(target=self._run, name="compute", daemon=True)
+        self.thread.start()
+
+    def submit(self, hook: str, message: Message | None = None) -> None:
+        self.in_flight += 1
+        self.tasks.put((hook, message))
+
+    def _run(self) -> None:
+        while True:
+            hook, message = self.tasks.get()
+            if hook == "close":
+                return
+            t0 = time.monotonic()
+            try:
+                outputs = list(self.stage.handle(message) if hook == "handle" else self.stage.flush())
+                failure = None
+            except Exception as exc:  # noqa: BLE001 - re-raised on the socket thread
+                outputs, failure = [], exc
+            self.busy += time.monotonic() - t0
+            self.results.put((outputs, self.stage.deadline(), failure))
+            os.write(self.wake_write, b"x")
+
+    def completed(self) -> list[tuple[list[Message], float | None]]:
+        """Results of finished hook calls (re-raising a hook's exception here)."""
+        os.read(self.wake_read, 4096)
+        done = []
+        while True:
+            try:
+                outputs, deadline, failure = self.results.get_nowait()
+            except queue.Empty:
+                return done
+            self.in_flight -= 1
+            if failure is not None:
+                raise failure
+            done.append((outputs, deadline))
+
+    def discard_queued(self) -> int:
+        """Forget hook calls not started yet (their frames went back to the broker); how many frames."""
+        frames = 0
+        while True:
+            try:
+                hook, _ = self.tasks.get_nowait()
+            except queue.Empty:
+                return frames
+            self.in_flight -= 1
+            frames += hook == "handle"
+
+    def close(self) -> None:
+        self.discard_queued()
+        self.tasks.put(("close", None))
+        self.thread.join(timeout=5)
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+
+
+class LeaseLoop:
+    """One worker's side of the broker protocol, after the welcome, until stop / leave / broker loss.
+
+    ``commands``: the supervisor's command socket for local replicas (``stop`` ends the loop);
+    ``leave``: a callable telling when the worker should leave (signal received).
+    """
+
+    def __init__(self, stage, sock: zmq.Socket, credit: int, welcome: dict, identity: dict, commands=None,
+                 leave=lambda: False, on_broker_silence: str = "wait"):
+        self.stage, self.socket, self.credit, self.identity = stage, sock, credit, identity
+        self.reads = tuple(type(stage).reads)
+        self.interval = float(welcome["heartbeat_interval_s"])
+        self.timeout = float(welcome["heartbeat_timeout_s"])
+        self.commands, self.leave = commands, leave
+        self.on_broker_silence = on_broker_silence
+        self.frames = 0
+
+    def run(self) -> LeaseOutcome:
+        compute = ComputeThread(self.stage)
+        try:
+            return self._serve(compute)
+        finally:
+            compute.close()
+
+    def _serve(self, compute: ComputeThread) -> LeaseOutcome:
+        self._send(READY, {"credit": self.credit, **self.identity})
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(compute.wake_read, zmq.POLLIN)
+        if self.commands is not None:
+            poller.register(self.commands.socket, zmq.POLLIN)
+        heard = next_heartbeat = previous = time.monotonic()
+        deadline: float | None = None
+        held = 0
+        while True:
+            now = time.monotonic()
+            if now - previous > self.interval:
+                heard += now - previous  # time this process did not run (stopped, starved) is not the broker's silence
+            previous = now
+            wait = min(next_heartbeat - now, POLL_CAP_MS / 1000)
+            if deadline is not None and compute.in_flight == 0:
+                wait = min(wait, deadline - now)
+            ready = dict(poller.poll(max(0, int(wait * 1000))))
+            if self.commands is not None and self.commands.socket in ready and self.commands.poll() == "stop":
+                return LeaseOutcome("command", self.frames, compute.busy)
+            if compute.wake_read in ready:
+                for outputs, deadline in compute.completed():
+                    for message in outputs:
+                        new = {k: v for k, v in message.arrays.items() if k not in self.reads}
+                        self.socket.send_multipart([RESULT, *encode(Message(message.header, new))], copy=False)
+                        self.frames += 1
+                        held -= 1
+            while self.socket.poll(0):
+                parts = self.socket.recv_multipart(copy=False)
+                heard = time.monotonic()
+                kind = parts[0].bytes
+                if kind == WORK:
+                    compute.submit("handle", decode(parts[1:]))
+                    held += 1
+                elif kind == FLUSH:
+                    compute.submit("flush")
+                elif kind == RESET:
+                    held -= compute.discard_queued()
+                    self._send(READY, {"credit": self.credit, **self.identity})
+                elif kind == STOP:
+                    return LeaseOutcome("stop", self.frames, compute.busy)
+            now = time.monotonic()
+            if deadline is not None and compute.in_flight == 0 and now >= deadline:
+                deadline = None
+                compute.submit("flush")
+            if self.leave():
+                self.socket.send(BYE)
+                return LeaseOutcome("left", self.frames, compute.busy, handed_back=max(0, held))
+            if now - heard > self.timeout and self.on_broker_silence == "exit":
+                return LeaseOutcome("broker_lost", self.frames, compute.busy)
+            if now >= next_heartbeat:
+                next_heartbeat = now + self.interval
+                self._send(HEARTBEAT, {"frames": self.frames, "busy_s": compute.busy})
+
+    def _send(self, kind: bytes, payload: dict) -> None:
+        self.socket.send_multipart([kind, json.dumps(payload).encode()])
+
+
+def connect(context: zmq.Context, endpoint: str, identity: str) -> zmq.Socket:
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity.encode())
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(endpoint)
+    return sock
+
+
+def greet(sock: zmq.Socket, info: dict, patience_s: float, interrupted=lambda: False) -> dict | None:
+    """Send hello (again every second) until the welcome arrives; None after ``patience_s``."""
+    give_up = time.monotonic() + patience_s
+    while time.monotonic() < give_up and not interrupted():
+        sock.send_multipart([HELLO, json.dumps(info).encode()])
+        resend = time.monotonic() + 1.0
+        while time.monotonic() < min(resend, give_up) and not interrupted():
+            if sock.poll(POLL_CAP_MS):
+                parts = sock.recv_multipart()
+                if parts[0] == WELCOME:
+                    return json.loads(parts[1])
+    return None
+
+
+def run_local_replica(stage, context: zmq.Context, endpoint: str, identity: str, credit: int, commands) -> float:
+    """A supervised replica of a leased stage (the stage is already open): serve until ``stop``.
+
+    Returns the busy seconds.
+    """
+    sock = connect(context, endpoint, identity)
+    try:
+        info = {"worker": identity, "stage": type(stage).name, "host": socket.gethostname(), "pid": os.getpid()}
+        welcome = None
+        while welcome is None:
+            welcome = greet(sock, info, patience_s=1.0)
+            if commands.poll() == "stop":
+                return 0.0
+        return LeaseLoop(stage, sock, credit, welcome, info, commands=commands).run().busy_s
+    finally:
+        sock.close(linger=0)
+
+
+class _NoControl:
+    """A joining worker has no supervisor line: stage hooks that emit events are not used by workers."""
+
+    def emit(self, event: str, **fields) -> None:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="colorize worker",
+        description="Join a running pipeline as one more worker of a stage (its broker's workers.listen).")
+    parser.add_argument("--stage", choices=LEASED_STAGES, default="inference")
+    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
+                        help="the broker's address, e.g. tcp://10.0.0.5:5560 (printed by the pipeline at start)")
+    parser.add_argument("--model", type=Path, help="ONNX model; must be the pipeline's (default: the embedded model)")
+    parser.add_argument("--config", type=Path, help="YAML whose section for this stage sets batch size, threads...")
+    parser.add_argument("--batch-size", type=int, help="frames per model call (overrides the config)")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads; 0 = one per core")
+    parser.add_argument("--credit", type=int, help="frames held at once (default: 2 × batch size + 2)")
+    parser.add_argument("--name", help="how the pipeline names this worker (default HOST:PID)")
+    parser.add_argument("--wait", type=float, default=60.0, metavar="S",
+                        help="give up if no pipeline answers within S seconds (default 60)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from dataclasses import replace
+
+    from models import DEFAULT_MODEL_PATH
+    from models.runtime import ModelError
+    from stream.config import ConfigError, load_config
+    from stream.errors import InputError
+    from stream.stage import Job, StageSpec, stage_class
+    from stream.transport import Endpoints
+
+    args = build_parser().parse_args(argv)
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        for option in ("batch_size", "threads", "credit"):
+            value = getattr(args, option)
+            if value is not None and value < (0 if option == "threads" else 1):
+                raise InputError(f"--{option.replace('_', '-')} must be {'0' if option == 'threads' else '1'} "
+                                 f"or more, got {value}")
+        if not args.connect.startswith(("tcp://", "ipc://")):
+            raise InputError(f"--connect: expected tcp://HOST:PORT or ipc://PATH, got {args.connect}")
+        config = load_config(args.config)
+        model = args.model or DEFAULT_MODEL_PATH
+        if args.stage == "inference" and not model.is_file():
+            raise ModelError(f"model file not found: {model}")
+        stage_config = getattr(config, args.stage)
+        if args.batch_size is not None and args.stage == "inference":
+            stage_config = replace(stage_config, batch_size=args.batch_size)
+        if args.threads is not None and args.stage == "inference":
+            stage_config = replace(stage_config, intra_op_threads=args.threads)
+        config = replace(config, **{args.stage: stage_config})
+    except (InputError, ConfigError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    credit = args.credit or default_credit(stage_config)
+
+    leaving = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: leaving.set())
+    context = zmq.Context()
+    sock = connect(context, args.connect, name)
+    stage = None
+    try:
+        info = {"worker": name, "stage": args.stage, "host": socket.gethostname(), "pid": os.getpid()}
+        welcome = greet(sock, info, args.wait, interrupted=leaving.is_set)
+        if welcome is None:
+            if leaving.is_set():
+                return 0
+            print(f"error: no pipeline answered at {args.connect} within {args.wait:g} s", file=sys.stderr)
+            return 1
+        if welcome["stage"] != args.stage:
+            print(f"error: {args.connect} serves the {welcome['stage']} stage, not {args.stage}", file=sys.stderr)
+            return 2
+        if welcome.get("model_sha256") and file_sha256(str(model)) != welcome["model_sha256"]:
+            print(f"error: {model} is not the pipeline's model (SHA-256 differs); pass the same file with --model",
+                  file=sys.stderr)
+            return 2
+        job = Job(input="", output_tmp="", model=str(model), model_input_size=tuple(welcome["model_input_size"]))
+        spec = StageSpec(stage=args.stage, replica=0, job=job, config=config,
+                         endpoints=Endpoints(links={}, control="", commands=""))
+        stage = stage_class(args.stage)(spec, _NoControl())
+        try:
+            stage.open()
+        except (ModelError, InputError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"joined {args.connect} as {args.stage} worker {name} (credit {credit})", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        outcome = LeaseLoop(stage, sock, credit, welcome, info, leave=leaving.is_set,
+                            on_broker_silence="exit").run()
+        share = 100 * outcome.busy_s / max(1e-9, time.monotonic() - started)
+        if outcome.why == "broker_lost":
+            print(f"error: the pipeline at {args.connect} stopped answering (after {outcome.frames} frames)",
+                  file=sys.stderr)
+            return 1
+        ending = "left the run" if outcome.why == "left" else "the run is over"
+        print(f"worker {name}: {outcome.frames} frames, busy {share:.0f}%; {ending}", file=sys.stderr)
+        return 0
+    finally:
+        if stage is not None:
+            stage.close()
+        sock.close(linger=1000)
+        context.term()

@@ -1,0 +1,255 @@
+"""Scale-out and restarts: workers join and leave a running pipeline, dead replicas are started again,
+and the output stays frame-for-frame what an undisturbed run writes. Real processes, real sockets."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from stream.config import PROJECT_ROOT, ConfigError, load_config
+from tests.conftest import REPO, cli_env, run_cli, shared_file, video_facts
+from tests.test_pipeline import decoded_frames, stage_processes, parent_of
+
+CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
+
+
+def build_slow_model(path: Path, layers: int = 6, width: int = 16, size: int = 224) -> Path:
+    """A model with the pipeline's contract whose inference costs tens of milliseconds a frame on a CPU,
+    so inference is the bottleneck and workers always hold frames when they die or leave."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, size, size])
+    y = helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, size // 4, size // 4])
+    initialisers, nodes, previous, channels = [], [], "l_minus_50", 1
+    for i in range(layers):
+        weights = rng.normal(0, 0.5 / np.sqrt(9 * channels), (width, channels, 3, 3)).astype(np.float32)
+        initialisers.append(numpy_helper.from_array(weights, f"w{i}"))
+        nodes += [helper.make_node("Conv", [previous, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        previous, channels = f"r{i}", width
+    initialisers += [numpy_helper.from_array(rng.normal(0, 2, (2, width, 1, 1)).astype(np.float32), "head"),
+                     numpy_helper.from_array(np.array([10, 20], np.float32), "bias")]
+    nodes += [helper.make_node("AveragePool", [previous], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+              helper.make_node("Conv", ["pooled", "head", "bias"], ["ab"])]
+    model = helper.make_model(helper.make_graph(nodes, "slow_ab", [x], [y], initialisers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def slow_model(tmp_path_factory) -> Path:
+    return build_slow_model(tmp_path_factory.mktemp("models") / "slow.onnx")
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory, slow_model) -> list[bytes]:
+    """The frames of a plain run (defaults: one replica per stage, direct links) on test_video.mp4."""
+    output = tmp_path_factory.mktemp("reference") / "reference.mkv"
+    result = run_cli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "-q")
+    assert result.returncode == 0, result.stderr
+    return decoded_frames(output)
+
+
+class Running:
+    """A colorize process whose stderr is read as it comes, so a test can wait for a line."""
+
+    def __init__(self, *args, tmpdir: Path | None = None):
+        self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO,
+                                        env=cli_env(tmpdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True, stdin=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            if self.process.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; stderr so far: {self.lines}")
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.process.wait(timeout)
+        self.reader.join(5)
+        return code
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_shipped_config_loads():
+    assert {"default.yaml", "throughput.yaml", "multihost.yaml"} <= {path.name for path in CONFIGS}
+    for path in CONFIGS:
+        load_config(path)
+    multihost = load_config(PROJECT_ROOT / "configs" / "multihost.yaml")
+    assert multihost.inference.workers.listen.startswith("tcp://")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("decoder:\n  restart: {max_restarts: 1}\n", ":2: decoder.restart: unknown key"),
+    ("inference:\n  restart:\n    max_restarts: -1\n", ":3: inference.restart.max_restarts: expected an integer >= 0"),
+    ("inference:\n  workers:\n    listen: 10.0.0.5:5560\n",
+     ":3: inference.workers.listen: expected tcp://HOST:PORT (port 0..65535) or ipc://PATH, found '10.0.0.5:5560'"),
+    ("inference:\n  workers:\n    listen: tcp://0.0.0.0:70000\n", ":3: inference.workers.listen: expected tcp://HOST:PORT"),
+    ("inference:\n  workers:\n    listen: tcp://0.0.0.0:5560\n    advertise: tcp://0.0.0.0:5560\n",
+     ":4: inference.workers.advertise: expected an address other hosts can connect to"),
+    ("inference:\n  workers:\n    advertise: tcp://gpu1:5560\n",
+     ":3: inference.workers.advertise: needs listen"),
+    ("preprocessor:\n  replicas: 0\n", ":2: preprocessor.replicas: 0 needs workers.listen"),
+    ("inference:\n  workers:\n    heartbeat_interval_s: 2\n    heartbeat_timeout_s: 3\n",
+     ":4: inference.workers.heartbeat_timeout_s: expected at least twice heartbeat_interval_s"),
+])
+def test_scale_out_settings_are_checked_at_load_with_file_line_and_key(tmp_path, text, message):
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}:")
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_workers_join_die_leave_and_hang_without_losing_or_repeating_a_frame(tmp_path, slow_model, undisturbed,
+                                                                             ab_model):
+    """No local inference replica: every frame is done by workers started as separate processes over
+    tcp on 127.0.0.1, one at a time, so each event happens mid-run whatever the machine's speed.
+    A deep queue keeps the broker handing out work even when the encoder is slower than the model,
+    so a worker always holds frames when it goes."""
+    config = write_config(tmp_path, "inference:\n  replicas: 0\n  queue_depth: 64\n  workers:\n"
+                                    "    listen: tcp://127.0.0.1:0\n    heartbeat_interval_s: 0.2\n"
+                                    "    heartbeat_timeout_s: 1.0\n")
+    output = tmp_path / "joined.mkv"
+    pipeline = Running(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
+                       "--config", config)
+    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
+                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+
+    def worker(name: str, model: Path = slow_model) -> Running:
+        return Running("worker", "--stage", "inference", "--connect", endpoint, "--model", model,
+                       "--name", name, "--credit", "6", "--threads", "1", "--wait", "30")
+
+    wrong = worker("wrong", ab_model)
+    assert wrong.finish(60) == 2
+    assert wrong.lines[-1].startswith("error: ") and "is not the pipeline's model" in wrong.lines[-1]
+
+    crashing = worker("crashing")
+    pipeline.wait_for(r"inference worker crashing joined")
+    time.sleep(0.3)
+    crashing.signal(signal.SIGKILL)
+    lost = pipeline.wait_for(r"inference worker crashing lost \((.*)\); (\d+) frames? it held sent to other workers")
+
+    leaving = worker("leaving")
+    pipeline.wait_for(r"inference worker leaving joined")
+    time.sleep(0.3)
+    leaving.signal(signal.SIGTERM)
+    assert leaving.finish(30) == 0
+    assert re.fullmatch(r"worker leaving: \d+ frames, busy \d+%; left the run", leaving.lines[-1])
+    left = pipeline.wait_for(r"inference worker leaving left; (\d+) frames? it held sent to other workers")
+
+    hanging = worker("hanging")
+    pipeline.wait_for(r"inference worker hanging joined")
+    time.sleep(0.3)
+    hanging.signal(signal.SIGSTOP)
+    hung = pipeline.wait_for(r"inference worker hanging lost \(no heartbeat for 1 s\); (\d+) frames?")
+    hanging.signal(signal.SIGCONT)
+    pipeline.wait_for(r"inference worker hanging rejoined")
+
+    assert pipeline.finish() == 0, pipeline.lines
+    assert hanging.finish(30) == 0
+    assert hanging.lines[-1].endswith("the run is over")
+    summary = pipeline.lines[-1]
+    assert re.match(r"96 frames in .* -> .*; busy: .*; \d+ frames done by 3 joining workers; \d+ frames sent again$",
+                    summary), summary
+    resent = int(lost.group(2)) + int(left.group(1)) + int(hung.group(1))
+    assert resent > 0, "no worker held a frame when it went: nothing was tested"
+    assert f"{resent} frames sent again" in summary
+    assert decoded_frames(output) == undisturbed
+    assert video_facts(output).frames == 96
+
+
+def wait_for_new_child(cli: Running, name: str, exclude: set[int], timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, comm in stage_processes().items():
+            if comm == name and pid not in exclude and parent_of(pid) == cli.process.pid:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError(f"no {name} process appeared; stderr: {cli.lines}")
+
+
+def test_with_a_restart_policy_killed_replicas_are_restarted_and_the_output_is_unchanged(tmp_path, slow_model,
+                                                                                         undisturbed):
+    config = write_config(tmp_path, "preprocessor:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n"
+                                    "inference:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n")
+    output = tmp_path / "restarted.mkv"
+    cli = Running(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config)
+    inference = wait_for_new_child(cli, "cz-inference", set())
+    preprocessor = wait_for_new_child(cli, "cz-preprocessor", set())
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".restarted.colorize-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(inference, signal.SIGKILL)
+    cli.wait_for(r"^warning: inference replica 0 died \(killed by SIGKILL\); started it again \(restart 1 of 2\)")
+    os.kill(preprocessor, signal.SIGKILL)
+    cli.wait_for(r"^warning: preprocessor replica 0 died \(killed by SIGKILL\); started it again \(restart 1 of 2\)")
+    assert cli.finish() == 0, cli.lines
+    assert re.search(r"; inference restarted 1×, preprocessor restarted 1×; \d+ frames sent again$", cli.lines[-1])
+    assert decoded_frames(output) == undisturbed
+
+
+def test_a_replica_dying_more_often_than_allowed_fails_the_run(tmp_path, slow_model):
+    config = write_config(tmp_path, "inference:\n  restart: {max_restarts: 1}\n")
+    output = tmp_path / "doomed.mkv"
+    cli = Running(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config, "-q")
+    first = wait_for_new_child(cli, "cz-inference", set())
+    os.kill(first, signal.SIGKILL)
+    second = wait_for_new_child(cli, "cz-inference", {first})
+    os.kill(second, signal.SIGKILL)
+    assert cli.finish(30) == 1
+    assert cli.lines[-1] == ("error: inference stage died (killed by SIGKILL) after 1 restart "
+                             "(inference.restart.max_restarts: 1)")
+    assert not output.exists()
+    assert not [p for p in tmp_path.iterdir() if ".colorize-" in p.name]
+
+
+def test_tune_measures_this_machine_and_writes_a_config_that_loads(tmp_path, slow_model):
+    tuned = tmp_path / "tuned.yaml"
+    result = run_cli("tune", shared_file("video", "test_video.mp4"), "-o", tuned, "--model", slow_model,
+                     "--frames", "8", timeout=240)
+    assert result.returncode == 0, result.stderr
+    config = load_config(tuned)
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= config.inference.replicas <= cores
+    assert config.inference.batch_size in (1, 2, 4, 8)
+    assert 1 <= config.preprocessor.replicas <= cores
+    text = result.stdout + result.stderr
+    for stage in ("decode", "preprocess", "inference", "encode"):
+        assert re.search(rf"{stage}\b.*ms", text), text
+    assert f"{cores} core" in text
+    assert yaml.safe_load(tuned.read_text())["inference"]["replicas"] == config.inference.replicas
