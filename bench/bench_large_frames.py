@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream.memory import link_depth, rgb_frame_bytes  # noqa: E402
+from stream.process_tree import resident_bytes, tree_members  # noqa: E402
 
 
 def write_frames(path: Path, width: int, height: int, frames: int) -> None:
@@ -45,27 +46,12 @@ def write_frames(path: Path, width: int, height: int, frames: int) -> None:
 
 def tree(root: int) -> dict[int, tuple[str, int]]:
     """pid → (name, resident bytes) for ``root`` and its descendants."""
-    parents = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as handle:
-                    parents[int(entry.name)] = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    members, grown = {root}, True
-    while grown:
-        new = {pid for pid, parent in parents.items() if parent in members} - members
-        members |= new
-        grown = bool(new)
     found = {}
-    for pid in members:
+    for pid in tree_members(root):
         try:
-            with open(f"/proc/{pid}/statm") as handle:
-                resident = int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             with open(f"/proc/{pid}/comm") as handle:
-                found[pid] = (handle.read().strip(), resident)
-        except (OSError, ValueError, IndexError):
+                found[pid] = (handle.read().strip(), resident_bytes(pid))
+        except OSError:
             continue
     return found
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.runtime import ColorModel, SessionSettings  # noqa: E402
 from stream.cli import probe_video  # noqa: E402
 from stream.config import load_config  # noqa: E402
+from stream.process_tree import tree_resident_bytes  # noqa: E402
 from stream.stage import Job  # noqa: E402
 from stream.supervisor import Supervisor  # noqa: E402
 
@@ -72,27 +73,7 @@ def holdings() -> Holdings:
 
 def tree_rss_mb(root: int) -> float:
     """Resident MB of ``root`` and all its descendants."""
-    parents = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as handle:
-                    parents[int(entry.name)] = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    tree, grown = {root}, True
-    while grown:
-        new = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= new
-        grown = bool(new)
-    pages = 0
-    for pid in tree:
-        try:
-            with open(f"/proc/{pid}/statm") as handle:
-                pages += int(handle.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return tree_resident_bytes(root) / 2**20
 
 
 class PeakSampler(threading.Thread):

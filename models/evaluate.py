@@ -433,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_json_report(path: Path, payload: dict) -> None:
+    """Write a report as indented JSON, creating its folder; a failure is an InputError naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    except OSError as exc:
+        raise InputError(f"cannot write JSON report {path}: {exc.strerror or exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: prints the table, returns 0; on bad input prints ``error: <one line>`` to stderr, returns 2."""
     args = build_parser().parse_args(argv)
@@ -440,11 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_images(args.model, args.images_dir, sheet_path=args.sheet, limit=args.limit,
                                  sheet_rows=args.sheet_rows)
         if args.json is not None:
-            try:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-            except OSError as exc:
-                raise InputError(f"cannot write JSON report {args.json}: {exc.strerror or exc}") from None
+            write_json_report(args.json, report.to_json())
     except (ModelError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -37,7 +36,7 @@ import av
 import cv2
 import numpy as np
 
-from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr
+from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr, write_json_report
 from models.runtime import ColorModel, ModelError, SessionSettings
 from stages.lab import merge_ab, model_input
 from stages.temporal import TemporalConfig, TemporalSmoother
@@ -499,11 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate_video(args.model, args.video, temporal, args.max_frames, sample_path=args.sample)
         if args.json is not None:
-            try:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-            except OSError as exc:
-                raise InputError(f"cannot write JSON report {args.json}: {exc.strerror or exc}") from None
+            write_json_report(args.json, report.to_json())
     except (ModelError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

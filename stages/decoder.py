@@ -7,6 +7,7 @@ a warning; an input with no decodable frame at all is an input error (exit code 
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Iterable
 
@@ -92,14 +93,17 @@ class Decoder(Stage):
         self.last_frame_end_s: float | None = None
         self.expected_end_s = announced_end_s(self.container, self.stream)
         self.draining = False
-        self.control.emit("total", frames=estimated_frame_count(self.stream))
+        total = estimated_frame_count(self.stream)
+        if self.job.max_frames:
+            total = min(total or self.job.max_frames, self.job.max_frames)
+        self.control.emit("total", frames=total)
 
     def drain(self) -> None:
         self.draining = True
 
     def produce(self) -> Iterable[Message]:
         last_pts = None
-        for frame in self._frames():
+        for frame in itertools.islice(self._frames(), self.job.max_frames or None):
             if self.draining:
                 break
             pts = frame.pts

@@ -135,6 +135,8 @@ class LiveAudio:
 class LiveEncoder(Encoder):
     """The encoder stage in live mode (see the module docstring)."""
 
+    colour_ahead = 0  # each frame out as soon as it is coloured: latency before throughput
+
     def open(self) -> None:
         super().open()
         live = self.config.live
@@ -205,7 +207,7 @@ class LiveEncoder(Encoder):
         recent = [t for t in self.written_at if now - t <= 2.0]
         fps = (len(recent) - 1) / max(1e-6, recent[-1] - recent[0]) if len(recent) >= 2 else 0.0
         latencies = sorted(lat for t, lat in self.recent_latency if now - t <= 1.0)
-        fields = {"output_fps": round(fps, 2), "written": self.next_seq + 1}
+        fields = {"output_fps": round(fps, 2), "written": self.written}
         if latencies:
             fields["latency_ms"] = round(1000 * latencies[len(latencies) // 2], 1)
         self.control.emit("live", **fields)

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import zmq
 
@@ -27,6 +28,7 @@ from models.runtime import ColorModel, ModelError, SessionSettings
 from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config
 from stream.errors import InputError, PipelineError
+from stream.output_path import check_output_location
 from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
 from stream.progress import ProgressBar, summary_line
@@ -49,6 +51,7 @@ SUBCOMMANDS = {
     "devices": ("models.providers", "list the inference providers this machine can run"),
     "worker": ("stream.worker", "join a running pipeline as a worker of its inference or preprocessor stage"),
     "tune": ("stream.tune", "measure this machine and write a pipeline YAML suited to it"),
+    "profile": ("stream.profile", "run the pipeline traced: per-stage timings, a Perfetto trace, advice"),
 }
 
 
@@ -105,13 +108,7 @@ def validate(args: argparse.Namespace) -> Request:
         kind = "an image" if is_image else "a video"
         raise InputError(f"unknown output extension '{output.suffix or '(none)'}' for {kind}: "
                          f"use one of {', '.join(sorted(allowed))}")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output directory is not writable: {parent}")
-    if output.is_dir():
-        raise InputError(f"output is a directory: {output}")
+    check_output_location(output)
     if not is_url and (output.resolve() == source.resolve()
                        or (output.exists() and os.path.samefile(output, source))):
         raise InputError(f"output path is the same as the input: {output}")
@@ -161,7 +158,11 @@ def partial_output(output: Path) -> Path:
     return output.with_name(f"{output.stem}.partial{output.suffix}")
 
 
-def run_video(request: Request) -> int:
+def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int:
+    """Colorize a video file through the stage processes; the exit code (errors are raised).
+
+    ``max_frames`` and ``trace_dir`` go to the :class:`Job` (``colorize profile`` uses them).
+    """
     model_input_size = ColorModel(request.model, SessionSettings(
         provider=request.config.inference.provider, device_id=request.config.inference.device_id,
         intra_op_threads=1)).input_size
@@ -170,7 +171,7 @@ def run_video(request: Request) -> int:
     job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
               output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=probe.frame_rate,
               model_input_size=model_input_size, stream_index=request.stream_index,
-              frame_bytes=probe.frame_bytes)
+              frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, request.config, on_progress=bar, on_notice=bar.notice)
     try:
@@ -231,12 +232,23 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    return reporting_errors(lambda: colorize(args))
+
+
+def colorize(args: argparse.Namespace) -> int:
+    """The main command on its parsed arguments: a live run, an image or a video file."""
+    if is_live_run(args):
+        return run_live(validate_live(args))
+    refuse_live_options(args)
+    request = validate(args)
+    return run_image(request) if request.is_image else run_video(request)
+
+
+def reporting_errors(command: Callable[[], int]) -> int:
+    """Run ``command`` and return its exit code; what it raises becomes one ``error:`` line and
+    exit code 2 (bad input, config or model), 1 (a stage or the machine failed) or 130 (Ctrl-C)."""
     try:
-        if is_live_run(args):
-            return run_live(validate_live(args))
-        refuse_live_options(args)
-        request = validate(args)
-        return run_image(request) if request.is_image else run_video(request)
+        return command()
     except (InputError, ConfigError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

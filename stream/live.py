@@ -18,7 +18,6 @@ is a stream server. Differences from a file run (see stages/live_source.py and s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from stages.live_source import is_network_url
 from stages.outputs import publish_format, segment_glob, segment_pattern
 from stream.config import PipelineConfig, load_config
 from stream.errors import InputError, PipelineError
+from stream.output_path import check_output_location
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
 from stream.supervisor import RunReport, Supervisor
@@ -96,13 +96,7 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         if output.suffix.lower() not in VIDEO_FORMATS:
             raise InputError(f"unknown output extension '{output.suffix or '(none)'}' for a video: "
                              f"use one of {', '.join(sorted(VIDEO_FORMATS))} or a stream URL (rtsp://, rtmp://)")
-        parent = output.parent if str(output.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(f"output directory does not exist: {parent}")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"output directory is not writable: {parent}")
-        if output.is_dir():
-            raise InputError(f"output is a directory: {output}")
+        check_output_location(output)
         output_format = VIDEO_FORMATS[output.suffix.lower()]
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")

@@ -32,6 +32,7 @@ from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.memory import link_depth
 from stream.messages import Message, end_of_stream
+from stream.tracing import StageRecorder
 from stream.transport import CommandListener, ControlChannel, Endpoints, Link
 
 COMMAND_POLL_MS = 100
@@ -48,6 +49,9 @@ class Job:
     (the name their side links derive from), ``duration_s`` (end after this much output, 0 = no
     limit) and ``preview`` (send JPEG previews to the ``--preview`` server).
     ``frame_bytes``: size of one RGB frame as probed (0 = unknown), for the links' memory budget.
+    ``max_frames``: the decoder stops after this many frames (0 = the whole input).
+    ``trace_dir``: when set, every stage process records its per-frame timestamps and saves them
+    there at exit (``colorize profile``, see :mod:`stream.tracing`); empty = no tracing at all.
     """
 
     input: str
@@ -62,6 +66,8 @@ class Job:
     duration_s: float = 0.0
     preview: bool = False
     frame_bytes: int = 0
+    max_frames: int = 0
+    trace_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,11 @@ class Stage:
         """Stage-specific figures added to the final ``stats`` event."""
         return {}
 
+    def frames_done(self) -> int:
+        """Sinks: the frames finished so far (written, in ``seq`` order); tracing attributes the
+        sink's work to the frames this count moves past. Other stages finish a frame by sending it."""
+        return 0
+
 
 def stage_class(name: str) -> type[Stage]:
     module = importlib.import_module(f"stages.{name}")
@@ -165,6 +176,7 @@ def run_stage(spec: StageSpec) -> None:
     control = ControlChannel(context, spec.endpoints.control, spec.stage, spec.replica)
     commands = CommandListener(context, spec.endpoints.commands)
     stage = cls(spec, control)
+    trace = StageRecorder(stage, getattr(stage_config, "replicas", 1)) if spec.job.trace_dir else None
     inbound = outbound = None
     busy = 0.0
     exit_code = 0
@@ -177,6 +189,9 @@ def run_stage(spec: StageSpec) -> None:
         if cls.output_link and not leased:
             outbound = Link.sender(context, spec.endpoints.links[cls.output_link],
                                    _queue_depth(spec.config, cls.output_link, spec.job.frame_bytes))
+        if trace is not None:
+            inbound = trace.recorded(inbound) if inbound is not None else None
+            outbound = trace.recorded(outbound) if outbound is not None else None
         t0 = time.monotonic()
         stage.open()
         busy += time.monotonic() - t0
@@ -187,9 +202,9 @@ def run_stage(spec: StageSpec) -> None:
             busy += run_local_replica(stage, context, spec.endpoints.leases[spec.stage], spec.worker_id,
                                       default_credit(stage_config), commands)
         elif inbound is None:
-            busy += _run_source(stage, outbound, commands)
+            busy += _run_source(stage, outbound, commands, trace)
         else:
-            busy += _run_filter(stage, inbound, outbound, commands)
+            busy += _run_filter(stage, inbound, outbound, commands, trace)
         if stage.finished:
             control.emit("done", **stage.stats())
     except InputError as exc:
@@ -206,6 +221,8 @@ def run_stage(spec: StageSpec) -> None:
     finally:
         try:
             stage.close()
+            if trace is not None:
+                trace.save(spec.job.trace_dir)
         finally:
             control.emit("stats", busy_s=busy, alive_s=time.monotonic() - started, **stage.stats())
             for sock in (inbound, outbound):
@@ -217,7 +234,16 @@ def run_stage(spec: StageSpec) -> None:
     sys.exit(exit_code)
 
 
-def _run_source(stage: Stage, outbound: Link, commands: CommandListener) -> float:
+def _spent(t0: float, sent: list[Message], trace: StageRecorder | None) -> float:
+    """Seconds since ``t0``: one piece of the stage's work, which finished the frames ``sent``
+    (recorded as such when tracing)."""
+    t1 = time.monotonic()
+    if trace is not None:
+        trace.work(t0, t1, sent)
+    return t1 - t0
+
+
+def _run_source(stage: Stage, outbound: Link, commands: CommandListener, trace: StageRecorder | None) -> float:
     """Send what ``produce`` yields, then EOS with the frame count; return on ``stop``. Returns busy seconds.
 
     The source keeps its socket open until ``stop`` (sent once the sink is done): a PUSH socket
@@ -233,7 +259,7 @@ def _run_source(stage: Stage, outbound: Link, commands: CommandListener) -> floa
             stage.drain()
         t0 = time.monotonic()
         message = next(frames, None)
-        busy += time.monotonic() - t0
+        busy += _spent(t0, [message] if message is not None else [], trace)
         if message is None:
             break
         outbound.send(message)
@@ -244,7 +270,8 @@ def _run_source(stage: Stage, outbound: Link, commands: CommandListener) -> floa
     return busy
 
 
-def _run_filter(stage: Stage, inbound: Link, outbound: Link | None, commands: CommandListener) -> float:
+def _run_filter(stage: Stage, inbound: Link, outbound: Link | None, commands: CommandListener,
+                trace: StageRecorder | None) -> float:
     """Receive, handle, send until ``stop`` or the sink finishes. Returns busy seconds."""
     poller = zmq.Poller()
     poller.register(inbound.socket, zmq.POLLIN)
@@ -270,17 +297,17 @@ def _run_filter(stage: Stage, inbound: Link, outbound: Link | None, commands: Co
             if message.is_eos:
                 held = list(stage.flush())
                 stage.on_end_of_stream(message)
-                busy += time.monotonic() - t0
+                busy += _spent(t0, held, trace)
                 send_all(held)
                 send_all((message,))
             else:
                 produced = list(stage.handle(message))
-                busy += time.monotonic() - t0
+                busy += _spent(t0, produced, trace)
                 send_all(produced)
         due = stage.deadline()
         if due is not None and time.monotonic() >= due:
             t0 = time.monotonic()
             held = list(stage.flush())
-            busy += time.monotonic() - t0
+            busy += _spent(t0, held, trace)
             send_all(held)
     return busy

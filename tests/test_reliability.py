@@ -23,6 +23,7 @@ import pytest
 from stages.lab import full_lightness
 from stream.accounting import FrameAccount, clock, ended_early_warning
 from stream.memory import link_depth, rgb_frame_bytes
+from stream.process_tree import tree_resident_bytes
 from tests.conftest import REPO, cli_env, shared_file, video_facts
 
 SUMMARY = re.compile(r"^(\d+) frames in [\d.]+ s \([\d.]+ fps\) -> .*; busy: .*; "
@@ -398,29 +399,6 @@ def test_queue_depth_shrinks_for_large_frames_to_fit_the_memory_budget():
     assert link_depth(8, 0, 256) == 8, "unknown frame size: the configured depth"
 
 
-def process_tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants (the CLI and its stage processes)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, grown = {root}, True
-    while grown:
-        new = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= new
-        grown = bool(new)
-    total = 0
-    for pid in tree:
-        try:
-            total += int((Path(f"/proc/{pid}/statm")).read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
 def test_very_large_frames_pass_whole_with_memory_bounded(tmp_path, run_tmp, ab_model):
     """4K frames (25 MB each as RGB): queues are cut to the memory budget and the encoder works in
     strips, so the whole run stays within a few frames' worth of memory per stage."""
@@ -434,7 +412,7 @@ def test_very_large_frames_pass_whole_with_memory_bounded(tmp_path, run_tmp, ab_
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while cli.poll() is None:
-        peak = max(peak, process_tree_rss(cli.pid))
+        peak = max(peak, tree_resident_bytes(cli.pid))
         time.sleep(0.05)
     _, stderr = cli.communicate()
     assert (cli.returncode, stderr) == (0, "")
