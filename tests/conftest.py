@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +141,45 @@ def video_facts(path: Path) -> VideoFacts:
                           time_base=tb, duration_s=(pts[-1] - pts[0] + step) * tb if pts else 0.0,
                           audio_codecs=[a.codec_context.codec.canonical_name for a in container.streams.audio],
                           mean_chroma=float(np.mean(chroma)) if chroma else 0.0)
+
+
+class BackgroundCli:
+    """``colorize ARGS`` running in the background; its stderr lines are collected as they come,
+    so a test can wait for a line, signal the process and then collect its exit code."""
+
+    def __init__(self, *args, tmpdir: Path | None = None):
+        self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO,
+                                        env=cli_env(tmpdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True, stdin=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
+        """The first stderr line matching ``pattern``; fails once the process has ended without one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            if self.process.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; stderr so far: {self.lines}")
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.process.wait(timeout)
+        self.reader.join(5)
+        return code
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -8,8 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 
 from stages.live_source import FrameGate, LiveFrame, Timeline
 from stream.config import ConfigError, load_config
-from tests.conftest import REPO, cli_env, run_cli, shared_file, video_facts
+from tests.conftest import REPO, BackgroundCli, run_cli, shared_file, video_facts
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = REPO / "tests" / "rtsp_server.py"
@@ -83,43 +81,6 @@ def chaplin_server(gst_available):
     server.stop()
 
 
-class LiveCli:
-    """``colorize ARGS`` running in the background; stderr lines are collected as they come."""
-
-    def __init__(self, *args, tmpdir: Path):
-        self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO,
-                                        env=cli_env(tmpdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, stdin=subprocess.DEVNULL)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for_line(self, pattern: str, timeout: float = 60) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.process.poll() is not None and not self.reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r} in: {self.lines}")
-
-    def finish(self, timeout: float = 90) -> int:
-        code = self.process.wait(timeout)
-        self.reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 def wait_for_frames(path: Path, frames: int, timeout: float = 60) -> None:
     """Wait until the (fragmented) output being written holds at least ``frames`` decodable frames."""
     deadline = time.monotonic() + timeout
@@ -180,19 +141,19 @@ def test_the_source_going_away_reconnects_then_ends_cleanly_after_the_limit(tmp_
     output = tmp_path / "reconnected.mkv"
     config = config_file(tmp_path, "live:\n  source:\n    rtsp_transport: udp\n"
                                    "  reconnect:\n    limit_s: 5\n    backoff_initial_s: 0.2\n    backoff_max_s: 0.5\n")
-    cli = LiveCli(server.url, "-o", output, "--model", ab_model, "--config", config, tmpdir=tmp_path)
+    cli = BackgroundCli(server.url, "-o", output, "--model", ab_model, "--config", config, tmpdir=tmp_path)
     try:
         wait_for_frames(output, 3)
         server.stop()
-        cli.wait_for_line(r"^source lost \(.*\); reconnecting for up to 5 s$")
+        cli.wait_for(r"^source lost \(.*\); reconnecting for up to 5 s$")
         time.sleep(0.5)
         server.start()
-        back = cli.wait_for_line(r"^source back after a ([\d.]+) s gap \((\d+) attempts?\); "
+        back = cli.wait_for(r"^source back after a ([\d.]+) s gap \((\d+) attempts?\); "
                                  r"the output continues at ([\d.]+) s$")
         before_gap = decodable_frames(output)
         wait_for_frames(output, before_gap + 3)
         server.stop()
-        code = cli.finish()
+        code = cli.finish(90)
     finally:
         cli.kill()
         server.stop()
@@ -229,7 +190,7 @@ def test_the_colorized_stream_is_published_to_an_rtsp_server_and_read_back(tmp_p
     cli = None
     try:
         wait_for_port(source_port)
-        cli = LiveCli(chaplin_server.url, "-o", f"rtsp://127.0.0.1:{source_port}/colour", "--model", ab_model,
+        cli = BackgroundCli(chaplin_server.url, "-o", f"rtsp://127.0.0.1:{source_port}/colour", "--model", ab_model,
                       "--config", config, "--duration", "8", tmpdir=tmp_path)
         viewer, frames, chroma = None, 0, []
         deadline = time.monotonic() + 60
@@ -251,7 +212,7 @@ def test_the_colorized_stream_is_published_to_an_rtsp_server_and_read_back(tmp_p
         except av.error.FFmpegError:
             pass  # the publisher left: the relay closes the session
         viewer.close()
-        assert cli.finish() == 0, cli.lines
+        assert cli.finish(90) == 0, cli.lines
     finally:
         if cli is not None:
             cli.kill()
@@ -268,9 +229,9 @@ def test_preview_page_shows_the_colorized_stream_and_ctrl_c_keeps_the_normal_out
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     output = tmp_path / "previewed.mp4"
-    cli = LiveCli(chaplin_server.url, "-o", output, "--model", ab_model, "--preview", "127.0.0.1:0", tmpdir=tmp_path)
+    cli = BackgroundCli(chaplin_server.url, "-o", output, "--model", ab_model, "--preview", "127.0.0.1:0", tmpdir=tmp_path)
     try:
-        url = cli.wait_for_line(r"^preview: (http://127\.0\.0\.1:\d+/)$").group(1)
+        url = cli.wait_for(r"^preview: (http://127\.0\.0\.1:\d+/)$").group(1)
         wait_for_frames(output, 5)
         dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                               "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -283,7 +244,7 @@ def test_preview_page_shows_the_colorized_stream_and_ctrl_c_keeps_the_normal_out
             assert reply.headers["Content-Type"] == "image/jpeg"
             jpeg = reply.read()
         cli.process.send_signal(signal.SIGINT)
-        code = cli.finish()
+        code = cli.finish(90)
     finally:
         cli.kill()
     assert code == 0, cli.lines
@@ -329,13 +290,13 @@ def test_killing_the_process_leaves_playable_segments(tmp_path, chaplin_server, 
     """Segmented fragmented MP4: SIGKILL mid-run leaves files that each play."""
     output = tmp_path / "cut.mp4"
     config = config_file(tmp_path, "live:\n  output:\n    segment_s: 1\n    keyframe_interval_s: 1\n")
-    cli = LiveCli(chaplin_server.url, "-o", output, "--model", ab_model, "--config", config, tmpdir=tmp_path)
+    cli = BackgroundCli(chaplin_server.url, "-o", output, "--model", ab_model, "--config", config, tmpdir=tmp_path)
     try:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("cut-*.mp4"))) < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
         cli.process.send_signal(signal.SIGKILL)
-        cli.finish()
+        cli.finish(90)
     finally:
         cli.kill()
     segments = sorted(tmp_path.glob("cut-*.mp4"))

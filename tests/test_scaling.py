@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 import yaml
 
 from stream.config import PROJECT_ROOT, ConfigError, load_config
-from tests.conftest import REPO, cli_env, run_cli, shared_file, video_facts
+from tests.conftest import BackgroundCli, run_cli, shared_file, video_facts
 from tests.test_pipeline import decoded_frames, stage_processes, parent_of
 
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
@@ -61,41 +58,6 @@ def undisturbed(tmp_path_factory, slow_model) -> list[bytes]:
     result = run_cli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "-q")
     assert result.returncode == 0, result.stderr
     return decoded_frames(output)
-
-
-class Running:
-    """A colorize process whose stderr is read as it comes, so a test can wait for a line."""
-
-    def __init__(self, *args, tmpdir: Path | None = None):
-        self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO,
-                                        env=cli_env(tmpdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        text=True, stdin=subprocess.DEVNULL)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.process.poll() is not None and not self.reader.is_alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; stderr so far: {self.lines}")
-
-    def finish(self, timeout: float = 120) -> int:
-        code = self.process.wait(timeout)
-        self.reader.join(5)
-        return code
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -145,13 +107,13 @@ def test_workers_join_die_leave_and_hang_without_losing_or_repeating_a_frame(tmp
                                     "    listen: tcp://127.0.0.1:0\n    heartbeat_interval_s: 0.2\n"
                                     "    heartbeat_timeout_s: 1.0\n")
     output = tmp_path / "joined.mkv"
-    pipeline = Running(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
+    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
                        "--config", config)
     endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
                                  r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
 
-    def worker(name: str, model: Path = slow_model) -> Running:
-        return Running("worker", "--stage", "inference", "--connect", endpoint, "--model", model,
+    def worker(name: str, model: Path = slow_model) -> BackgroundCli:
+        return BackgroundCli("worker", "--stage", "inference", "--connect", endpoint, "--model", model,
                        "--name", name, "--credit", "6", "--threads", "1", "--wait", "30")
 
     wrong = worker("wrong", ab_model)
@@ -193,7 +155,7 @@ def test_workers_join_die_leave_and_hang_without_losing_or_repeating_a_frame(tmp
     assert video_facts(output).frames == 96
 
 
-def wait_for_new_child(cli: Running, name: str, exclude: set[int], timeout: float = 60) -> int:
+def wait_for_new_child(cli: BackgroundCli, name: str, exclude: set[int], timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid, comm in stage_processes().items():
@@ -208,7 +170,7 @@ def test_with_a_restart_policy_killed_replicas_are_restarted_and_the_output_is_u
     config = write_config(tmp_path, "preprocessor:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n"
                                     "inference:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n")
     output = tmp_path / "restarted.mkv"
-    cli = Running(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config)
+    cli = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config)
     inference = wait_for_new_child(cli, "cz-inference", set())
     preprocessor = wait_for_new_child(cli, "cz-preprocessor", set())
     deadline = time.monotonic() + 60
@@ -226,7 +188,7 @@ def test_with_a_restart_policy_killed_replicas_are_restarted_and_the_output_is_u
 def test_a_replica_dying_more_often_than_allowed_fails_the_run(tmp_path, slow_model):
     config = write_config(tmp_path, "inference:\n  restart: {max_restarts: 1}\n")
     output = tmp_path / "doomed.mkv"
-    cli = Running(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config, "-q")
+    cli = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config, "-q")
     first = wait_for_new_child(cli, "cz-inference", set())
     os.kill(first, signal.SIGKILL)
     second = wait_for_new_child(cli, "cz-inference", {first})
