@@ -5,7 +5,7 @@
 
 Each frame (PyAV, RGB) is desaturated to its own lightness (the colorizer sees only L anyway),
 colorized (``model_input`` → ``predict_ab`` → optionally :class:`stages.temporal.TemporalSmoother`
-→ ``merge_ab``), and scored:
+→ ``merge_lightness``), and scored:
 
 * flicker: mean ab change (Euclidean, Lab units) between consecutive output frames over the pixels
   whose lightness the motion explains. Flow is estimated on the frames' lightness (shared by both
@@ -38,7 +38,7 @@ import numpy as np
 
 from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr, write_json_report
 from models.runtime import ColorModel, ModelError, SessionSettings
-from stages.lab import merge_ab, model_input
+from stages.lab import lightness_code, merge_lightness, model_input
 from stages.temporal import TemporalConfig, TemporalSmoother
 from stream.errors import InputError
 
@@ -361,8 +361,9 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
         gray = desaturate(original, true_lab)
         t0 = time.perf_counter()
         ab = model.predict_ab(model_input(gray, model.input_size)[None])[0]
+        lightness = lightness_code(gray)
         t1 = time.perf_counter()
-        out_plain = merge_ab(gray, ab)
+        out_plain = merge_lightness(lightness, ab)
         t2 = time.perf_counter()
         prep_infer, merge = t1 - t0, t2 - t1
         per_frame.seconds += prep_infer + merge
@@ -370,9 +371,9 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
         ab_gap, cut = math.nan, False
         if smoother is not None:
             t3 = time.perf_counter()
-            ab_smooth = smoother.update(gray, ab)
+            ab_smooth = smoother.update(lightness, ab)
             t4 = time.perf_counter()
-            out_smooth = merge_ab(gray, ab_smooth)
+            out_smooth = merge_lightness(lightness, ab_smooth)
             t5 = time.perf_counter()
             smoother_seconds += t4 - t3
             smoothed.seconds += prep_infer + (t4 - t3) + (t5 - t4)

@@ -32,10 +32,11 @@ from fractions import Fraction
 from typing import Iterable
 
 import av
+import cv2
 import numpy as np
 
 from stages.audio import AudioTrack
-from stages.lab import merge_ab
+from stages.lab import merge_lightness
 from stages.temporal import TemporalSmoother
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
 from stream.messages import Message
@@ -44,6 +45,29 @@ from stream.stage import Stage
 PROGRESS_INTERVAL_S = 0.25
 LATENCY_WINDOW = 10_000
 COLOUR_POLL_S = 0.001
+
+
+BT601_CHROMA = np.float32([[-37.797, -74.203, 112.0, 128 * 255],
+                           [112.0, -93.786, -18.214, 128 * 255]]) / 255  # U and V rows, affine, limited range
+
+
+def yuv420p_picture(rgb: np.ndarray) -> av.VideoFrame:
+    """RGB uint8 H×W×3 (H and W even) → the yuv420p picture x264 takes: BT.601, limited range, what
+    players assume for untagged H.264 and what FFmpeg's own conversion produces.
+
+    Y comes from OpenCV's I420 conversion (identical to swscale's); U and V are converted from the
+    2×2 box average of the frame (the conversion is affine, so this equals averaging the full-size
+    chroma), which filters like swscale instead of picking one pixel of four as OpenCV's I420 does.
+    2–2.5× faster than ``VideoFrame.reformat``: about 2 ms instead of 5 for 1280×720.
+    """
+    height, width = rgb.shape[:2]
+    planes = np.empty((height * 3 // 2, width), np.uint8)  # Y, then U and V (each H/2×W/2) packed behind it
+    planes[:height] = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)[:height]
+    chroma = cv2.transform(cv2.resize(rgb, (width // 2, height // 2), interpolation=cv2.INTER_AREA), BT601_CHROMA)
+    packed, luma, quarter = planes.reshape(-1), height * width, height * width // 4
+    packed[luma:luma + quarter] = chroma[:, :, 0].reshape(-1)
+    packed[luma + quarter:] = chroma[:, :, 1].reshape(-1)
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
 
 
 def even_size(rgb: np.ndarray) -> np.ndarray:
@@ -108,8 +132,9 @@ class Encoder(Stage):
         with writing_output(self.job.output_tmp):
             while self.next_seq in self.reorder_buffer:
                 message = self.reorder_buffer.pop(self.next_seq)
-                ab = self.temporal.update(message.arrays["frame"], message.arrays["ab"])  # in seq order
-                self.colouring.append((message, self.colour_workers.submit(self._colorize, message.arrays["frame"], ab)))
+                lightness = message.arrays["lightness"]
+                ab = self.temporal.update(lightness, message.arrays["ab"])  # in seq order
+                self.colouring.append((message, self.colour_workers.submit(self._colorize, lightness, ab)))
                 self.next_seq += 1
                 while len(self.colouring) > self.colour_ahead:
                     self._write(*self.colouring.popleft())
@@ -152,11 +177,12 @@ class Encoder(Stage):
     def _written(self, rgb: np.ndarray, message: Message) -> None:
         """Called after each frame is encoded (``rgb``: the colorized H×W×3 uint8 frame)."""
 
-    def _colorize(self, rgb: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, av.VideoFrame]:
-        """On a colour thread: the frame ``rgb`` with the colours ``ab`` (float32 2×h×w), as RGB uint8
-        H×W×3 (even sizes) and as the yuv420p picture x264 takes."""
-        coloured = even_size(merge_ab(rgb, ab))
-        return coloured, av.VideoFrame.from_ndarray(coloured, format="rgb24").reformat(format="yuv420p")
+    def _colorize(self, lightness: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, av.VideoFrame]:
+        """On a colour thread: the frame's ``lightness`` (uint16 H×W, :func:`stages.lab.lightness_code`)
+        with the colours ``ab`` (float32 2×h×w), as RGB uint8 H×W×3 (even sizes) and as the yuv420p
+        picture x264 takes."""
+        coloured = even_size(merge_lightness(lightness, ab))
+        return coloured, yuv420p_picture(coloured)
 
     def _write(self, message: Message, colour: Future) -> None:
         rgb, frame = colour.result()

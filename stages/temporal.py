@@ -111,10 +111,11 @@ class TemporalSmoother:
         self._prev_ab: np.ndarray | None = None
         self.last_step = NO_HISTORY
 
-    def update(self, rgb: np.ndarray, ab: np.ndarray, scene_cut: bool = False) -> np.ndarray:
+    def update(self, lightness: np.ndarray, ab: np.ndarray, scene_cut: bool = False) -> np.ndarray:
         """Stabilise one frame's prediction.
 
-        ``rgb``: the frame, uint8 H×W×3 (RGB; only its lightness is used). ``ab``: the model's
+        ``lightness``: the frame's Lab L as uint16 H×W (:func:`stages.lab.lightness_code`, what the
+        encoder receives; for an RGB frame pass ``lightness_code(rgb)``). ``ab``: the model's
         prediction for it, float32 2×h×w in Lab units, covering the whole frame. ``scene_cut``:
         True when the caller knows this frame starts a new shot (history is dropped).
         Returns float32 2×h×w (a new array; ``ab`` is not modified). At the first frame, after
@@ -124,7 +125,7 @@ class TemporalSmoother:
         if not self.config.enabled or self.config.strength <= 0.0:
             self.last_step = TemporalStep(scene_cut=False, cut_score=math.nan, mean_confidence=0.0)
             return ab.copy()
-        lightness = self._lightness(rgb)
+        lightness = self._low_resolution(lightness)
         cdf = _lightness_cdf(lightness)
         prev_l, prev_cdf, prev_ab = self._prev_l, self._prev_cdf, self._prev_ab
         self._prev_l, self._prev_cdf = lightness, cdf
@@ -166,17 +167,17 @@ class TemporalSmoother:
         self.last_step = step
         return ab.copy()
 
-    def _lightness(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 H×W×3 → uint8 lightness (Lab L · 255/100) with longer side ``flow_size``."""
-        height, width = rgb.shape[:2]
+    def _low_resolution(self, lightness: np.ndarray) -> np.ndarray:
+        """uint16 lightness code H×W → uint8 lightness (Lab L · 255/100) with longer side ``flow_size``."""
+        height, width = lightness.shape[:2]
         scale = self.config.flow_size / max(height, width)
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = rgb
+        small = lightness
         while small.shape[0] >= 2 * target[1] and small.shape[1] >= 2 * target[0]:
             small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
         if (small.shape[1], small.shape[0]) != target:
             small = cv2.resize(small, target, interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2LAB)[:, :, 0].copy()
+        return cv2.convertScaleAbs(small, alpha=255.0 / 65535.0)
 
     def _grid(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         key = (height, width)

@@ -44,7 +44,6 @@ import hashlib
 import heapq
 import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -56,7 +55,7 @@ import zmq
 
 from stream.config import PipelineConfig
 from stream.messages import Message, decode, encode
-from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints
+from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints, poll_timeout_ms
 
 HELLO, READY, RESULT, HEARTBEAT, BYE = b"hello", b"ready", b"result", b"heartbeat", b"bye"
 WELCOME, WORK, FLUSH, RESET, STOP = b"welcome", b"work", b"flush", b"reset", b"stop"
@@ -81,7 +80,7 @@ class BrokerSpec:
     model: str
     model_input_size: tuple[int, int]
     frame_bytes: int = 0
-    parent_pid: int = field(default_factory=os.getpid)
+    supervisor_pid: int = field(default_factory=os.getpid)
 
 
 @dataclass
@@ -182,8 +181,7 @@ class Broker:
                 poller.register(self.frontend, zmq.POLLIN)
             if self.outbox:
                 poller.register(self.downstream, zmq.POLLOUT)
-            timeout = max(0, int((self.next_heartbeat - time.monotonic()) * 1000))
-            ready = dict(poller.poll(min(timeout, 100)))
+            ready = dict(poller.poll(min(poll_timeout_ms(self.next_heartbeat - time.monotonic()), 100)))
             t0 = time.monotonic()
             if self.commands.socket in ready:
                 command = self.commands.poll()
@@ -382,12 +380,9 @@ class Broker:
 
 def run_broker(spec: BrokerSpec) -> None:
     """Process entry point of a broker: serve until ``stop``; any failure is one ``error`` event."""
-    from stream.stage import _die_with_parent
+    from stream.stage import become_stage_process, cpu_figures
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(f"broker-{spec.stage}")
-    if os.getppid() != spec.parent_pid:
-        os._exit(1)
+    become_stage_process(f"broker-{spec.stage}", spec.supervisor_pid)
     context = zmq.Context()
     name = f"broker-{spec.stage}"
     control = ControlChannel(context, spec.endpoints.control, name, 0)
@@ -395,9 +390,11 @@ def run_broker(spec: BrokerSpec) -> None:
     broker = None
     exit_code = 0
     started = time.monotonic()
+    cpu_at_ready = None
     try:
         broker = Broker(spec, context, control, commands)
         control.emit("ready")
+        cpu_at_ready = time.process_time()
         broker.serve()
     except Exception as exc:  # noqa: BLE001 - every failure must reach the supervisor as one line
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -406,7 +403,8 @@ def run_broker(spec: BrokerSpec) -> None:
         exit_code = 1
     finally:
         figures = broker.stats() if broker is not None else {}
-        control.emit("stats", busy_s=broker.busy if broker else 0.0, alive_s=time.monotonic() - started, **figures)
+        control.emit("stats", busy_s=broker.busy if broker else 0.0, alive_s=time.monotonic() - started,
+                     **cpu_figures(cpu_at_ready), **figures)
         if broker is not None:
             broker.close()
         commands.close()

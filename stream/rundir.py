@@ -1,4 +1,5 @@
-"""The private folder each run keeps its ipc socket files in.
+"""The private folder each run keeps its ipc socket files in, and where multiprocessing's own
+socket goes.
 
 A Unix socket's path is limited to ``zmq.IPC_PATH_MAX_LEN`` (107) bytes, so a long ``TMPDIR``
 (deep home folders, CI work trees) would make every socket fail to bind. The folder is made in
@@ -7,6 +8,7 @@ own folder (``mkdtemp``: a new random name, mode 0700), so two runs never share 
 """
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import tempfile
 
@@ -38,3 +40,16 @@ def make_run_dir() -> str:
             problems.append(f"{base}: {exc.strerror or exc}")
     raise PipelineError(f"cannot make the run's socket folder ({'; '.join(problems)}); "
                         "set TMPDIR to a short writable folder")
+
+
+def place_fork_server_socket() -> None:
+    """The fork server the stages come from listens on a Unix socket in multiprocessing's own
+    temporary folder, made in ``TMPDIR`` on first use; when ``TMPDIR`` is too long for socket paths,
+    make that folder in ``/tmp`` instead. Call before the first stage process is started."""
+    if _fits(tempfile.gettempdir()):
+        return
+    saved, tempfile.tempdir = tempfile.tempdir, FALLBACK_BASE
+    try:
+        multiprocessing.util.get_temp_dir()  # made once per process, then reused (and removed at exit)
+    finally:
+        tempfile.tempdir = saved

@@ -19,8 +19,10 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
+import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -28,12 +30,13 @@ from typing import ClassVar, Iterable
 
 import zmq
 
+from stream.allocator import reuse_freed_memory
 from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.memory import link_depth
 from stream.messages import Message, end_of_stream
 from stream.tracing import StageRecorder
-from stream.transport import CommandListener, ControlChannel, Endpoints, Link
+from stream.transport import CommandListener, ControlChannel, Endpoints, Link, poll_timeout_ms
 
 COMMAND_POLL_MS = 100
 
@@ -79,7 +82,7 @@ class StageSpec:
     job: Job
     config: PipelineConfig
     endpoints: Endpoints
-    parent_pid: int = field(default_factory=os.getpid)
+    supervisor_pid: int = field(default_factory=os.getpid)
     worker_id: str = ""
 
 
@@ -146,7 +149,7 @@ def stage_class(name: str) -> type[Stage]:
 
 
 def _die_with_parent(stage: str) -> None:
-    """Ask Linux to SIGKILL this process when the supervisor dies, so no stage is orphaned,
+    """Ask Linux to SIGKILL this process when its parent dies, so no stage is orphaned,
     and name it ``cz-<stage>`` (as shown by ps and /proc/PID/comm)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -154,6 +157,60 @@ def _die_with_parent(stage: str) -> None:
         libc.prctl(15, ctypes.c_char_p(f"cz-{stage}".encode()[:15]))  # PR_SET_NAME
     except OSError:
         pass
+
+
+def become_stage_process(name: str, supervisor_pid: int) -> None:
+    """First thing in a process the supervisor started (a stage replica or a broker): Ctrl-C is the
+    supervisor's to handle, the process is named ``cz-<name>`` and dies with its parent (the fork
+    server, which exits with the supervisor, see :func:`stream.supervisor.stage_process_context`),
+    it exits at once if the supervisor is already gone, and it reuses freed frame buffers
+    (:mod:`stream.allocator`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(name)
+    _die_with_supervisor(supervisor_pid)
+    reuse_freed_memory()
+
+
+def _die_with_supervisor(supervisor_pid: int) -> None:
+    """SIGKILL this process the moment the supervisor exits, however it exits (the OOM killer,
+    ``kill -9``): its parent is the fork server, which outlives the supervisor as long as any
+    process it forked does, so the parent-death signal alone would leave the stages running.
+    A daemon thread waits on a pidfd of the supervisor (Linux ≥ 5.3), else checks every 0.5 s."""
+    try:
+        pidfd = os.pidfd_open(supervisor_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while _exists(supervisor_pid):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="cz-lifeline", daemon=True).start()
+
+
+def cpu_figures(cpu_at_ready: float | None) -> dict[str, float]:
+    """This process's CPU seconds (all threads) before its ``ready`` event and since, for the final
+    ``stats`` event; ``cpu_at_ready``: ``time.process_time()`` then, None if it never got ready."""
+    now = time.process_time()
+    if cpu_at_ready is None:
+        return {"startup_cpu_s": now, "cpu_s": 0.0}
+    return {"startup_cpu_s": cpu_at_ready, "cpu_s": now - cpu_at_ready}
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _queue_depth(config: PipelineConfig, link: str, frame_bytes: int = 0) -> int:
@@ -164,10 +221,7 @@ def _queue_depth(config: PipelineConfig, link: str, frame_bytes: int = 0) -> int
 
 def run_stage(spec: StageSpec) -> None:
     """Process entry point: run one stage replica until done, stopped or failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(spec.stage)
-    if os.getppid() != spec.parent_pid:
-        os._exit(1)
+    become_stage_process(spec.stage, spec.supervisor_pid)
     cls = stage_class(spec.stage)
     stage_config = getattr(spec.config, spec.stage)
     if stage_config.cpu_affinity:
@@ -181,6 +235,7 @@ def run_stage(spec: StageSpec) -> None:
     busy = 0.0
     exit_code = 0
     started = time.monotonic()
+    cpu_at_ready = None
     leased = spec.stage in spec.endpoints.leases
     try:
         if cls.input_link and not leased:
@@ -196,6 +251,7 @@ def run_stage(spec: StageSpec) -> None:
         stage.open()
         busy += time.monotonic() - t0
         control.emit("ready")
+        cpu_at_ready = time.process_time()
         if leased:
             from stream.worker import default_credit, run_local_replica
 
@@ -224,7 +280,8 @@ def run_stage(spec: StageSpec) -> None:
             if trace is not None:
                 trace.save(spec.job.trace_dir)
         finally:
-            control.emit("stats", busy_s=busy, alive_s=time.monotonic() - started, **stage.stats())
+            control.emit("stats", busy_s=busy, alive_s=time.monotonic() - started, **cpu_figures(cpu_at_ready),
+                         **stage.stats())
             for sock in (inbound, outbound):
                 if sock is not None:
                     sock.close()
@@ -287,7 +344,7 @@ def _run_filter(stage: Stage, inbound: Link, outbound: Link | None, commands: Co
         timeout = COMMAND_POLL_MS
         due = stage.deadline()
         if due is not None:
-            timeout = max(0, min(timeout, int((due - time.monotonic()) * 1000)))
+            timeout = min(timeout, poll_timeout_ms(due - time.monotonic()))
         ready = dict(poller.poll(timeout))
         if commands.socket in ready and commands.poll() == "stop":
             break

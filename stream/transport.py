@@ -30,6 +30,7 @@ is described in :mod:`stream.broker`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -77,6 +78,12 @@ def make_endpoints(kind: str, run_dir: str, consumers: dict[str, int],
     links = {link: [endpoint(f"{link}-{i}") for i in range(consumers[link])] for link in LINKS}
     leases = {stage: endpoint(f"lease-{stage}") for stage in leased}
     return Endpoints(links=links, control=endpoint("control"), commands=endpoint("commands"), leases=leases)
+
+
+def poll_timeout_ms(seconds: float) -> int:
+    """A wait in seconds → the milliseconds to give ``zmq.Poller.poll``: rounded up, so a wait of
+    under a millisecond sleeps instead of returning at once (which would spin the CPU until then)."""
+    return max(0, math.ceil(seconds * 1000))
 
 
 class Link:

@@ -92,8 +92,11 @@ def measure(source: str, stream_index: int, model_path: Path, provider: str, pre
 
     from models.runtime import ColorModel, SessionSettings
     from stages.decoder import open_input
-    from stages.lab import merge_ab, model_input
+    from stages.encoder import yuv420p_picture
+    from stream.allocator import reuse_freed_memory
+    from stages.lab import lightness_code, merge_lightness, model_input
 
+    reuse_freed_memory()  # as in the stage processes, whose costs these are
     cores = len(os.sched_getaffinity(0))
     container = open_input(source)
     try:
@@ -114,6 +117,7 @@ def measure(source: str, stream_index: int, model_path: Path, provider: str, pre
     model = ColorModel(model_path, SessionSettings(provider=provider, intra_op_threads=1))
     with Stopwatch() as preprocess:
         inputs = [model_input(frame, model.input_size) for frame in rgb]
+        lightness = [lightness_code(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2]) for frame in rgb]
     inference: dict[tuple[int, int], Cost] = {}
     sample = np.stack(inputs[:INFERENCE_SAMPLE])
     for threads in sorted({1, cores}):
@@ -134,9 +138,9 @@ def measure(source: str, stream_index: int, model_path: Path, provider: str, pre
     video.pix_fmt = "yuv420p"
     video.options = {"preset": preset}
     with Stopwatch() as encode:
-        for frame in rgb:
-            colour = merge_ab(frame[:video.height, :video.width], ab)
-            for packet in video.encode(av.VideoFrame.from_ndarray(colour, format="rgb24")):
+        for code in lightness:
+            colour = merge_lightness(code, ab)
+            for packet in video.encode(yuv420p_picture(colour)):
                 output.mux(packet)
         for packet in video.encode(None):
             output.mux(packet)

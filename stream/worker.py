@@ -29,9 +29,11 @@ from pathlib import Path
 
 import zmq
 
+from stream.allocator import reuse_freed_memory
 from stream.broker import (BYE, FLUSH, HEARTBEAT, HELLO, READY, RESET, RESULT, STOP, WELCOME, WORK,
                            file_sha256)
 from stream.messages import Message, decode, encode
+from stream.transport import poll_timeout_ms
 
 LEASED_STAGES = ("preprocessor", "inference")
 POLL_CAP_MS = 100
@@ -159,7 +161,11 @@ class LeaseLoop:
             wait = min(next_heartbeat - now, POLL_CAP_MS / 1000)
             if deadline is not None and compute.in_flight == 0:
                 wait = min(wait, deadline - now)
-            ready = dict(poller.poll(max(0, int(wait * 1000))))
+            ready = dict(poller.poll(poll_timeout_ms(wait)))
+            resumed = time.monotonic()
+            if resumed - now > wait + self.interval:  # stopped or starved while waiting, as above
+                heard += resumed - now - wait
+                previous = resumed
             if self.commands is not None and self.commands.socket in ready and self.commands.poll() == "stop":
                 return LeaseOutcome("command", self.frames, compute.busy)
             if compute.wake_read in ready:
@@ -300,6 +306,7 @@ def main(argv: list[str]) -> int:
         return 2
     credit = args.credit or default_credit(stage_config)
 
+    reuse_freed_memory()
     leaving = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: leaving.set())

@@ -1,10 +1,13 @@
 """The colour math of the pipeline matches an independent NumPy implementation of the recipe."""
 from __future__ import annotations
 
+import av
 import cv2
 import numpy as np
+import pytest
 from models.runtime import ColorModel, annealed_mean
 from models import load_bin_centres
+from stages.encoder import yuv420p_picture
 from stages.lab import merge_ab, model_input
 from tests.conftest import shared_file
 from tests.lab_reference import colorize_reference, rgb_to_lab
@@ -39,6 +42,21 @@ def test_pipeline_frame_matches_the_numpy_reference_within_one_level(ab_model):
     assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
 
 
+def test_colours_outside_the_rgb_gamut_saturate_instead_of_wrapping():
+    rgb = np.random.default_rng(4).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    extreme = np.random.default_rng(5).choice(np.float32([-120, 120]), (1, 2, 4, 6))
+
+    def predict(x):
+        return extreme
+
+    ours = merge_ab(rgb, extreme[0])
+    reference = colorize_reference(rgb, predict)
+    assert (reference == 0).mean() > 0.05 and (reference == 255).mean() > 0.05  # the test reaches both ends
+    difference = np.abs(ours.astype(int) - reference.astype(int))
+    # OpenCV clips through its interpolated sRGB table: a few levels apart at the gamut's edge, never wrapped
+    assert difference.max() <= 4 and (difference > 1).mean() < 0.01
+
+
 def test_pipeline_frame_matches_the_reference_on_a_real_photo(ab_model):
     folder = shared_file("val", "cbsd68")
     bgr = cv2.imread(str(sorted(folder.glob("*.png"))[0]))
@@ -66,3 +84,23 @@ def test_annealed_mean_of_a_one_hot_distribution_is_that_bins_centre():
     scores = np.full((1, 313, 1, 1), -100.0, np.float32)
     scores[0, 42] = 100.0
     np.testing.assert_allclose(annealed_mean(scores, centres)[0, :, 0, 0], centres[42], atol=1e-4)
+
+
+@pytest.mark.parametrize("height, width", [(2, 2), (6, 10), (360, 640), (1080, 1920)])
+def test_yuv420p_picture_is_bt601_limited_range_with_box_filtered_chroma(height, width):
+    rgb = np.random.default_rng(6).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    picture = yuv420p_picture(rgb)
+    assert (picture.format.name, picture.width, picture.height) == ("yuv420p", width, height)
+    packed = picture.to_ndarray()
+    ffmpeg = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    assert np.abs(packed[:height].astype(int) - ffmpeg[:height]).max() <= 1  # luma: FFmpeg's own numbers
+    r, g, b = (rgb[..., i].astype(float) for i in range(3))
+
+    def box(plane):
+        return plane.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)).ravel()
+
+    u = box(-37.797 * r - 74.203 * g + 112.0 * b) / 255 + 128
+    v = box(112.0 * r - 93.786 * g - 18.214 * b) / 255 + 128
+    luma, quarter = height * width, height * width // 4
+    assert np.abs(packed.reshape(-1)[luma:luma + quarter] - u).max() < 1
+    assert np.abs(packed.reshape(-1)[luma + quarter:] - v).max() < 1

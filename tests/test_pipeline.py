@@ -221,7 +221,7 @@ def start_cli(args, run_tmp: Path) -> subprocess.Popen:
 def wait_for_children(cli: subprocess.Popen, names: set[str], timeout: float = 60) -> dict[int, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        children = {pid: name for pid, name in stage_processes().items() if parent_of(pid) == cli.pid}
+        children = {pid: name for pid, name in stage_processes().items() if descends_from(pid, cli.pid)}
         if names <= set(children.values()):
             return children
         time.sleep(0.1)
@@ -235,6 +235,15 @@ def parent_of(pid: int) -> int:
         return -1
 
 
+def descends_from(pid: int, ancestor: int) -> bool:
+    """True when ``ancestor`` started ``pid``, directly or through its processes (the fork server)."""
+    while pid > 1:
+        pid = parent_of(pid)
+        if pid == ancestor:
+            return True
+    return False
+
+
 def wait_for_file(path_glob, folder: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -244,12 +253,18 @@ def wait_for_file(path_glob, folder: Path, timeout: float = 60) -> None:
     raise AssertionError("the encoder never started writing")
 
 
-def test_a_stage_killed_mid_run_fails_the_run_fast_with_no_orphans(tmp_path, run_tmp, ab_model):
-    source = shared_file("video", "big_buck_bunny_0_30.webm")
-    output = tmp_path / "killed.mp4"
-    cli = start_cli((source, "-o", output, "--model", ab_model, "-q"), run_tmp)
+def writing_run(output: Path, run_tmp: Path, model: Path) -> tuple[subprocess.Popen, dict[int, str]]:
+    """A CLI colorizing the 720p clip into ``output``, once every stage runs and the encoder writes;
+    returns it and its stage processes (pid → name)."""
+    cli = start_cli((shared_file("video", "big_buck_bunny_0_30.webm"), "-o", output, "--model", model, "-q"), run_tmp)
     children = wait_for_children(cli, {"cz-decoder", "cz-preprocessor", "cz-inference", "cz-encoder"})
-    wait_for_file(".killed.colorize-*", tmp_path)
+    wait_for_file(f".{output.stem}.colorize-*", output.parent)
+    return cli, children
+
+
+def test_a_stage_killed_mid_run_fails_the_run_fast_with_no_orphans(tmp_path, run_tmp, ab_model):
+    output = tmp_path / "killed.mp4"
+    cli, children = writing_run(output, run_tmp, ab_model)
     victim = next(pid for pid, name in children.items() if name == "cz-inference")
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -261,6 +276,26 @@ def test_a_stage_killed_mid_run_fails_the_run_fast_with_no_orphans(tmp_path, run
     time.sleep(0.2)
     assert not set(children) & set(stage_processes()), "stage processes outlived the run"
     assert_nothing_left(run_tmp, output)
+
+
+def still_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited process its parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_supervisor_takes_every_stage_process_with_it(tmp_path, run_tmp, ab_model):
+    output = tmp_path / "orphaned.mp4"
+    cli, children = writing_run(output, run_tmp, ab_model)
+    cli.kill()  # SIGKILL, as the OOM killer would: no clean-up code runs in the supervisor
+    cli.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(still_running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if still_running(pid)], "stage processes outlived their supervisor"
+    assert not output.exists()
 
 
 def test_ctrl_c_keeps_a_playable_partial_file_with_the_frames_done(tmp_path, run_tmp, ab_model):

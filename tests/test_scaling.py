@@ -14,7 +14,7 @@ import yaml
 
 from stream.config import PROJECT_ROOT, ConfigError, load_config
 from tests.conftest import BackgroundCli, run_cli, shared_file, video_facts
-from tests.test_pipeline import decoded_frames, stage_processes, parent_of
+from tests.test_pipeline import decoded_frames, descends_from, stage_processes
 
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
 
@@ -159,7 +159,7 @@ def wait_for_new_child(cli: BackgroundCli, name: str, exclude: set[int], timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid, comm in stage_processes().items():
-            if comm == name and pid not in exclude and parent_of(pid) == cli.process.pid:
+            if comm == name and pid not in exclude and descends_from(pid, cli.process.pid):
                 return pid
         time.sleep(0.05)
     raise AssertionError(f"no {name} process appeared; stderr: {cli.lines}")

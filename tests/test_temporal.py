@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from stages.lab import lightness_code
 from stages.temporal import TemporalConfig, TemporalSmoother
 
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared/data/video"
@@ -25,8 +26,9 @@ def texture(seed: int, size: int = FRAME_SIZE, blur: float = 3.0, contrast: floa
     return 128.0 + contrast * smooth / smooth.std()
 
 
-def to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(np.clip(gray + 0.5, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+def to_lightness(gray: np.ndarray) -> np.ndarray:
+    """A gray image → the lightness code the smoother takes (what the encoder receives)."""
+    return lightness_code(np.repeat(np.clip(gray + 0.5, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2))
 
 
 def frame_change(abs_: list[np.ndarray]) -> float:
@@ -35,7 +37,7 @@ def frame_change(abs_: list[np.ndarray]) -> float:
 
 
 def run(smoother: TemporalSmoother, frames: list[np.ndarray], abs_: list[np.ndarray]) -> list[np.ndarray]:
-    return [smoother.update(rgb, ab) for rgb, ab in zip(frames, abs_)]
+    return [smoother.update(lightness, ab) for lightness, ab in zip(frames, abs_)]
 
 
 # ---------------------------------------------------------------- config
@@ -54,7 +56,7 @@ def test_config_fields_have_defaults_within_their_documented_bounds():
 
 def test_static_scene_with_noisy_predictions_is_steadied():
     rng = np.random.default_rng(1)
-    frame = to_rgb(texture(0))
+    frame = to_lightness(texture(0))
     base = rng.normal(0.0, 20.0, (2, AB_SIZE, AB_SIZE)).astype(np.float32)
     noisy = [base + rng.normal(0.0, 8.0, base.shape).astype(np.float32) for _ in range(30)]
     out = run(TemporalSmoother(), [frame] * 30, noisy)
@@ -73,7 +75,7 @@ def moving_square_frames(steps: int, shift: int, start: int = 64, side: int = 64
         left = start + t * shift
         image = background.copy()
         image[96:96 + side, left:left + side] = pattern
-        frames.append(to_rgb(image))
+        frames.append(to_lightness(image))
         lefts.append(left)
     return frames, lefts, side
 
@@ -104,7 +106,7 @@ def test_history_follows_the_motion_of_a_translating_object():
 
 def test_hard_cut_drops_the_history():
     rng = np.random.default_rng(2)
-    scene_a, scene_b = to_rgb(texture(20)), to_rgb(texture(21, contrast=40.0) - 20.0)
+    scene_a, scene_b = to_lightness(texture(20)), to_lightness(texture(21, contrast=40.0) - 20.0)
     ab_a = np.full((2, AB_SIZE, AB_SIZE), 40.0, np.float32)
     smoother = TemporalSmoother()
     for _ in range(5):
@@ -121,7 +123,7 @@ def test_hard_cut_drops_the_history():
 
 
 def test_signalled_cut_reset_and_first_frame_return_the_prediction():
-    frame = to_rgb(texture(30))
+    frame = to_lightness(texture(30))
     ab1 = np.full((2, AB_SIZE, AB_SIZE), 30.0, np.float32)
     ab2 = np.full((2, AB_SIZE, AB_SIZE), -30.0, np.float32)
     smoother = TemporalSmoother()
@@ -132,13 +134,13 @@ def test_signalled_cut_reset_and_first_frame_return_the_prediction():
     assert not np.array_equal(smoother.update(frame, ab1), ab1)
     np.testing.assert_array_equal(smoother.update(frame, ab2, scene_cut=True), ab2)
     # a different frame size or ab grid is a new stream too
-    np.testing.assert_array_equal(smoother.update(to_rgb(texture(30, size=128)), ab1), ab1)
+    np.testing.assert_array_equal(smoother.update(to_lightness(texture(30, size=128)), ab1), ab1)
     small_ab = np.zeros((2, 16, 16), np.float32)
-    np.testing.assert_array_equal(smoother.update(to_rgb(texture(30, size=128)), small_ab), small_ab)
+    np.testing.assert_array_equal(smoother.update(to_lightness(texture(30, size=128)), small_ab), small_ab)
 
 
 def test_disabled_smoother_passes_predictions_through_and_input_is_not_modified():
-    frame = to_rgb(texture(40))
+    frame = to_lightness(texture(40))
     ab = np.random.default_rng(4).normal(0, 10, (2, AB_SIZE, AB_SIZE)).astype(np.float32)
     for config in (TemporalConfig(enabled=False), TemporalConfig(strength=0.0)):
         smoother = TemporalSmoother(config)
@@ -193,7 +195,7 @@ def test_real_cut_between_two_clips_is_detected_and_shots_are_not_cut():
     ab = np.zeros((2, 56, 56), np.float32)
     cuts = []
     for index, rgb in enumerate(shot_a + shot_b):
-        smoother.update(desaturate(rgb), ab)
+        smoother.update(lightness_code(desaturate(rgb)), ab)
         if smoother.last_step.scene_cut:
             cuts.append(index)
     assert cuts == [0, len(shot_a)]

@@ -7,7 +7,7 @@ import numpy as np
 import zmq
 
 from stream.messages import FRAME, FrameHeader, Message, decode, encode, end_of_stream
-from stream.transport import Link, make_endpoints
+from stream.transport import Link, make_endpoints, poll_timeout_ms
 
 
 def echo_until_eos(inbound: str, outbound: str) -> None:
@@ -103,3 +103,10 @@ def test_tcp_endpoints_are_loopback_and_distinct(tmp_path):
     all_endpoints = [e for link in endpoints.links.values() for e in link] + [endpoints.control, endpoints.commands]
     assert all(e.startswith("tcp://127.0.0.1:") for e in all_endpoints)
     assert len(set(all_endpoints)) == len(all_endpoints) == 6
+
+
+def test_poll_waits_shorter_than_a_millisecond_round_up_instead_of_spinning():
+    assert poll_timeout_ms(0.0004) == 1
+    assert poll_timeout_ms(0.0101) == 11
+    assert poll_timeout_ms(0.0) == 0
+    assert poll_timeout_ms(-0.5) == 0
