@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models import DEFAULT_MODEL_PATH  # noqa: E402
+from stream.process_tree import resident_bytes, tree_members  # noqa: E402
 
 SHARED_VIDEO = REPO.parent / "shared" / "data" / "video"
 SERVER = REPO / "tests" / "rtsp_server.py"
@@ -129,22 +130,16 @@ class Stamps:
         return self.wall[best] if abs(self.pts_ns[best] - pts_ns) <= 1_000_000 else None
 
 
-def stage_rss_mb(parent: int) -> dict[str, float]:
-    """Resident memory (MB) of each ``cz-*`` process whose parent is ``parent``."""
+def stage_rss_mb(root: int) -> dict[str, float]:
+    """Resident memory (MB) of each ``cz-*`` process ``root`` started (through its fork server)."""
     found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in tree_members(root):
         try:
-            stat = (proc / "stat").read_text()
-            status = (proc / "status").read_text()
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == parent and name.startswith("cz-"):
-            rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-            found[f"{name}:{proc.name}"] = rss / 1024
+        if name.startswith("cz-"):
+            found[f"{name}:{pid}"] = resident_bytes(pid) / 2**20
     return found
 
 

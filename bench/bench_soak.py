@@ -6,7 +6,8 @@ Runs the pipeline inside this process with :class:`stream.supervisor.Supervisor`
 CLI sets it up, on ``one-by-one-person-detection.mp4`` (1,394 frames, 640×360) ``--runs`` times in
 a row. After each run it prints the frames written, wall time and fps, then what the supervisor
 process holds once the run is over: resident memory, open file descriptors (and how many are
-sockets), threads, live child processes, run folders left behind (the runs get a private
+sockets), threads, live descendant processes (from run 1 on: the fork server the stages come
+from and multiprocessing's resource tracker), run folders left behind (the runs get a private
 TMPDIR for this); and the peak resident memory
 of the whole process tree (supervisor and stage processes) sampled every 50 ms during the run.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing
+import multiprocessing.util
 import os
 import sys
 import tempfile
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.runtime import ColorModel, SessionSettings  # noqa: E402
 from stream.cli import probe_video  # noqa: E402
 from stream.config import load_config  # noqa: E402
-from stream.process_tree import tree_resident_bytes  # noqa: E402
+from stream.process_tree import tree_members, tree_resident_bytes  # noqa: E402
 from stream.stage import Job  # noqa: E402
 from stream.supervisor import Supervisor  # noqa: E402
 
@@ -69,7 +70,7 @@ def holdings() -> Holdings:
     leftover = list(Path(tempfile.gettempdir()).glob("colorize-*"))
     return Holdings(rss_mb=int(fields["VmRSS"].split()[0]) / 1024, fds=len(links),
                     sockets=sum(link.startswith("socket:") for link in links),
-                    threads=int(fields["Threads"]), children=len(multiprocessing.active_children()),
+                    threads=int(fields["Threads"]), children=len(tree_members(os.getpid())) - 1,
                     run_dirs=len(leftover))
 
 
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(folder)
         private_tmp = workdir / "tmp"
         private_tmp.mkdir()
+        multiprocessing.util.get_temp_dir()  # multiprocessing's own folder stays in TMPDIR: it outlives ours
         tempfile.tempdir = str(private_tmp)  # run folders land here, apart from other programs' runs
         model = args.model or tiny_model(workdir)
         print(f"clip {args.clip.name}, model {model.name}, {args.runs} runs, cpu cores {os.cpu_count()}")

@@ -34,6 +34,7 @@ from models import DEFAULT_MODEL_PATH  # noqa: E402
 from models.evaluate_video import (SideBySideWriter, VideoQualityReport, desaturate,  # noqa: E402
                                    evaluate_frames, read_video)
 from models.runtime import ColorModel  # noqa: E402
+from stages.lab import lightness_code  # noqa: E402
 from stages.temporal import TemporalConfig, TemporalSmoother  # noqa: E402
 
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
@@ -57,17 +58,18 @@ def joined_frames(first: Path, second: Path, frames_each: int):
 
 
 def standalone_smoother_ms(path: Path, frames: int, config: TemporalConfig, passes: int = 3) -> float:
-    """ms/frame of the smoother alone (no inference running beside it) over a clip's gray frames, best of
+    """ms/frame of the smoother alone (no inference running beside it) over a clip's gray frames (as the
+    lightness the encoder receives), best of
     ``passes``; predictions are zeros (the cost does not depend on their values)."""
-    gray = [desaturate(f) for f in read_video(path, frames)[0]]
+    lightness = [lightness_code(desaturate(f)) for f in read_video(path, frames)[0]]
     ab = np.zeros((2, 56, 56), np.float32)
     smoother, best = TemporalSmoother(config), math.inf
     for _ in range(passes):
         smoother.reset()
         started = time.perf_counter()
-        for frame in gray:
+        for frame in lightness:
             smoother.update(frame, ab)
-        best = min(best, (time.perf_counter() - started) / len(gray))
+        best = min(best, (time.perf_counter() - started) / len(lightness))
     return 1000.0 * best
 
 

@@ -1,13 +1,14 @@
 """Encoder stage: restores frame order, merges predicted ab with each frame's L, writes H.264.
 
 Post-processing (temporal smoothing (:mod:`stages.temporal`), ab resize, merge with the full-resolution L, Lab → RGB →
-yuv420p) happens here rather than in the inference stage: the full-size frame reaches the
-encoder anyway, and smoothing needs the frames in presentation order, which only the encoder has.
+yuv420p) happens here rather than in the inference stage: smoothing needs the frames in
+presentation order, which only the encoder has. The frame itself arrives as its lightness (uint16
+H×W, computed by the preprocessor: :func:`stages.lab.lightness_code`), all the merge needs.
 
 The encoder is the pipeline's serial step, so its work is spread over two cores: the smoother runs
 on the stage's thread as each frame comes out of the reorder buffer (it is cheap and needs that
 order), and a colour thread merges and converts frame N+1 while the stage's thread hands frame N to
-x264 and muxes it (OpenCV, NumPy's large operations, swscale and libx264 release the GIL). At most
+x264 and muxes it (OpenCV, NumPy's large operations and libx264 release the GIL). At most
 ``colour_ahead`` frames are being coloured at once, and a frame whose colour is ready is written as
 soon as no new frame is waiting: no added latency. Measured with bench/bench_throughput.py on two
 cores, this raised the 360p steady rate from 30.7 to 36.8 fps and 720p from 1.16× to 1.31× the

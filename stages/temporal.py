@@ -16,10 +16,10 @@ misses cuts between shots of similar tones; on the project's clips their sum is 
 shots and above 9 across cuts (42 pairs of shots).
 
 Frames must be given in presentation order (the encoder is where they are back in order). All the
-work happens at low resolution: the frame is area-downscaled so its longer side is ``flow_size``
-pixels (aspect kept), the flow is OpenCV's DIS; ab is warped on its own grid (h×w, typically 56×56,
-covering the whole frame). The cost is about 1.3 ms per frame on this project's CPU (640×360 to
-1920×1080 frames: 1.3–1.7 ms). The output is deterministic for a given input sequence.
+work happens at low resolution: the frame's lightness is area-downscaled so its longer side is
+``flow_size`` pixels (aspect kept), the flow is OpenCV's DIS; ab is warped on its own grid (h×w,
+typically 56×56, covering the whole frame). The cost is about 1.1 ms per frame on this project's
+CPU for 640×360 to 1280×720 frames (bench/bench_temporal.py, smoother alone). The output is deterministic for a given input sequence.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 from models.runtime import ColorModel, annealed_mean
 from models import load_bin_centres
 from stages.encoder import yuv420p_picture
-from stages.lab import merge_ab, model_input
+from stages.lab import LIGHTNESS_CODE_PER_L, lightness_code, merge_ab, model_input
 from tests.conftest import shared_file
 from tests.lab_reference import colorize_reference, rgb_to_lab
 
@@ -26,6 +26,16 @@ def test_white_and_black_map_to_the_ends_of_the_lightness_range():
     x = model_input(np.full((8, 8, 3), 255, np.uint8), (4, 4))
     assert np.allclose(x, 50, atol=0.01)
     assert np.allclose(model_input(np.zeros((8, 8, 3), np.uint8), (4, 4)), -50, atol=0.01)
+
+
+def test_lightness_code_keeps_the_frames_lightness_to_a_thousandth():
+    rgb = np.random.default_rng(7).integers(0, 256, (300, 200, 3), dtype=np.uint8)  # more rows than one strip
+    rgb[0, 0], rgb[0, 1] = 255, 0
+    code = lightness_code(rgb)
+    assert code.dtype == np.uint16 and code.shape == (300, 200)
+    assert (code[0, 0], code[0, 1]) == (65535, 0)
+    lightness = cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[..., 0]
+    assert np.abs(code / LIGHTNESS_CODE_PER_L - lightness).max() < 1e-3
 
 
 def test_zero_ab_keeps_a_gray_frame_gray():
