@@ -145,12 +145,16 @@ def video_facts(path: Path) -> VideoFacts:
 
 class BackgroundCli:
     """``colorize ARGS`` running in the background; its stderr lines are collected as they come,
-    so a test can wait for a line, signal the process and then collect its exit code."""
+    so a test can wait for a line, signal the process and then collect its exit code. Whatever
+    is still running when its test ends is killed (``stop_background_clis``), failed test or not."""
+
+    started: list["BackgroundCli"] = []
 
     def __init__(self, *args, tmpdir: Path | None = None):
         self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO,
                                         env=cli_env(tmpdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         text=True, stdin=subprocess.DEVNULL)
+        BackgroundCli.started.append(self)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -183,3 +187,12 @@ class BackgroundCli:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@pytest.fixture(autouse=True)
+def stop_background_clis():
+    """A test that fails half-way must not leave its pipelines and workers running (a pipeline with
+    no local replica would wait for workers forever)."""
+    yield
+    while BackgroundCli.started:
+        BackgroundCli.started.pop().kill()
