@@ -170,14 +170,14 @@ class Supervisor:
 
     def _start(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
-        processes = stage_process_context()
+        self.process_context = stage_process_context()
         for stage, link in self.leased.items():
             cls = stage_class(stage)
             spec = BrokerSpec(stage=stage, input_link=link, output_link=cls.output_link, reads=cls.reads,
                               consumes=cls.consumes, config=self.config, endpoints=endpoints,
                               model=self.job.model, model_input_size=self.job.model_input_size,
                               frame_bytes=self.job.frame_bytes)
-            process = processes.Process(target=run_broker, args=(spec,), name=f"colorize-broker-{stage}", daemon=True)
+            process = self.process_context.Process(target=run_broker, args=(spec,), name=f"colorize-broker-{stage}", daemon=True)
             process.start()
             self.processes[(f"broker-{stage}", 0)] = process
             self.stats_pending.add((f"broker-{stage}", 0))
@@ -191,7 +191,7 @@ class Supervisor:
         worker_id = f"{stage}-{replica}.{self.generation}" if stage in self.leased else ""
         spec = StageSpec(stage=stage, replica=replica, job=self.job, config=self.config,
                          endpoints=self.endpoints, worker_id=worker_id)
-        process = stage_process_context().Process(
+        process = self.process_context.Process(
             target=run_stage, args=(spec,), name=f"colorize-{stage}-{replica}", daemon=True)
         process.start()
         self.processes[(stage, replica)] = process

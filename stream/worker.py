@@ -150,22 +150,15 @@ class LeaseLoop:
         poller.register(compute.wake_read, zmq.POLLIN)
         if self.commands is not None:
             poller.register(self.commands.socket, zmq.POLLIN)
-        heard = next_heartbeat = previous = time.monotonic()
+        heard = next_heartbeat = time.monotonic()
         deadline: float | None = None
         held = 0
         while True:
-            now = time.monotonic()
-            if now - previous > self.interval:
-                heard += now - previous  # time this process did not run (stopped, starved) is not the broker's silence
-            previous = now
-            wait = min(next_heartbeat - now, POLL_CAP_MS / 1000)
+            pass_started = time.monotonic()
+            wait = min(next_heartbeat - pass_started, POLL_CAP_MS / 1000)
             if deadline is not None and compute.in_flight == 0:
-                wait = min(wait, deadline - now)
+                wait = min(wait, deadline - pass_started)
             ready = dict(poller.poll(poll_timeout_ms(wait)))
-            resumed = time.monotonic()
-            if resumed - now > wait + self.interval:  # stopped or starved while waiting, as above
-                heard += resumed - now - wait
-                previous = resumed
             if self.commands is not None and self.commands.socket in ready and self.commands.poll() == "stop":
                 return LeaseOutcome("command", self.frames, compute.busy)
             if compute.wake_read in ready:
@@ -190,6 +183,11 @@ class LeaseLoop:
                 elif kind == STOP:
                     return LeaseOutcome("stop", self.frames, compute.busy)
             now = time.monotonic()
+            stalled = now - pass_started - max(0.0, wait)
+            if stalled > self.interval:
+                # this pass ran a heartbeat interval past its wait: the process did not run (stopped,
+                # starved), which is not the broker's silence; counted before that silence is judged
+                heard += stalled
             if deadline is not None and compute.in_flight == 0 and now >= deadline:
                 deadline = None
                 compute.submit("flush")
