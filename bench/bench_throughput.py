@@ -50,6 +50,7 @@ from models import DEFAULT_MODEL_PATH  # noqa: E402
 from models.runtime import ColorModel, SessionSettings  # noqa: E402
 from stream.allocator import reuse_freed_memory  # noqa: E402
 from stream.config import PipelineConfig, load_config  # noqa: E402
+from stream.process_tree import resident_bytes, tree_members  # noqa: E402
 
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
 STAGES = ("decoder", "preprocessor", "inference", "encoder")
@@ -58,24 +59,12 @@ SCALING_REPLICAS = (1, 2, 4, 8)
 
 # -- memory of a process tree ---------------------------------------------------------------
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as handle:
-                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return found
-
-
-def _kib(path: str, key: str) -> int:
+def _pss_kib(pid: int) -> int:
+    """Proportional set size of one process (shared pages counted once over the tree), KiB; 0 if gone."""
     try:
-        with open(path) as handle:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
             for line in handle:
-                if line.startswith(key):
+                if line.startswith("Pss:"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -102,16 +91,13 @@ class MemorySampler:
         self._thread.join()
 
     def _run(self) -> None:
-        me, tree, samples = os.getpid(), [os.getpid()], 0
+        me, tree, samples = os.getpid(), {os.getpid()}, 0
         while not self._stop.is_set():
             if samples % self.tree_every == 0:
-                tree, frontier = [me], [me]
-                while frontier:
-                    frontier = [c for p in frontier for c in _children(p)]
-                    tree += frontier
+                tree = tree_members(me)
             samples += 1
-            rss = sum(_kib(f"/proc/{p}/status", "VmRSS:") for p in tree) / 1024
-            pss = sum(_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in tree) / 1024
+            rss = sum(resident_bytes(p) for p in tree) / 2**20
+            pss = sum(_pss_kib(p) for p in tree) / 1024
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self.processes = max(self.processes, len(tree))
             self.cpu_s = time.thread_time()

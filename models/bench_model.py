@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.reports import write_json_report
 from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings
 from stream.errors import InputError
 
@@ -123,16 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = benchmark(args.model, args.provider, args.batch, args.loop, args.warmup, args.threads)
-        text = json.dumps(asdict(result), indent=2)
         if args.json and args.json != "-":
-            try:
-                Path(args.json).write_text(text + "\n")
-            except OSError as exc:
-                raise InputError(f"cannot write JSON {args.json}: {exc.strerror or exc}") from None
+            write_json_report(Path(args.json), asdict(result))
     except (ModelError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(text if args.json == "-" else result.summary())
+    print(json.dumps(asdict(result), indent=2) if args.json == "-" else result.summary())
     return 0
 
 

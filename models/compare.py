@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from models import load_bin_centres
 from models.quantize import load_l_minus_50, spread_images
+from models.reports import write_json_report
 from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings, annealed_mean
 from stream.errors import InputError
 
@@ -408,13 +408,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = compare_models(args.model_a, args.model_b, args.provider_a, args.provider_b, args.images,
                                 args.count, args.threshold)
-        for path, write in ((args.csv, report.write_csv),
-                            (args.json, lambda p: p.write_text(json.dumps(report.to_json(), indent=2) + "\n"))):
-            if path is not None:
-                try:
-                    write(path)
-                except OSError as exc:
-                    raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if args.csv is not None:
+            try:
+                report.write_csv(args.csv)
+            except OSError as exc:
+                raise InputError(f"cannot write {args.csv}: {exc.strerror or exc}") from None
+        if args.json is not None:
+            write_json_report(args.json, report.to_json())
     except (ModelError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

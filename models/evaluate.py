@@ -18,7 +18,6 @@ Colour conventions are those of :mod:`stages.lab` (OpenCV float Lab, L in 0..100
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from models import NUM_BINS, load_bin_centres
+from models.reports import write_json_report
 from models.runtime import ColorModel, ModelError, SessionSettings
 from stages.lab import merge_ab, model_input, resize_ab
 from stream.errors import InputError
@@ -431,15 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the report as JSON")
     parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N images (sorted by name)")
     return parser
-
-
-def write_json_report(path: Path, payload: dict) -> None:
-    """Write a report as indented JSON, creating its folder; a failure is an InputError naming the path."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-    except OSError as exc:
-        raise InputError(f"cannot write JSON report {path}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,8 @@ import av
 import cv2
 import numpy as np
 
-from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr, write_json_report
+from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr
+from models.reports import write_json_report
 from models.runtime import ColorModel, ModelError, SessionSettings
 from stages.lab import lightness_code, merge_lightness, model_input
 from stages.temporal import TemporalConfig, TemporalSmoother

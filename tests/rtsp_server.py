@@ -124,7 +124,7 @@ def main() -> int:
     if args.record:
         recorder = GstRtspServer.RTSPMediaFactory()
         recorder.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
-        recorder.set_launch(f'( decodebin name=depay0 ! fakesink )' if not args.record_file else
+        recorder.set_launch('( decodebin name=depay0 ! fakesink )' if not args.record_file else
                             f'( rtph264depay name=depay0 ! h264parse ! matroskamux streamable=true '
                             f'! filesink location="{args.record_file}" )')
         recorder.set_latency(0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from models.runtime import ColorModel
-from tests.conftest import REPO, build_ab_model, cli_env, run_cli, shared_file, video_facts
+from tests.conftest import REPO, cli_env, run_cli, shared_file, video_facts
 from tests.lab_reference import colorize_reference
 
 SUMMARY = re.compile(r"^(\d+) frames in [\d.]+ s \([\d.]+ fps\) -> .*; busy: decoder \d+%, preprocessor \d+%, "
