@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.reports import write_json_report
 from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings
+from models.tool_cli import run_tool, write_json_report
 from stream.errors import InputError
 
 
@@ -122,15 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: prints the summary, returns 0; on bad input prints ``error: <one line>`` to stderr, returns 2."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def summary() -> str:
         result = benchmark(args.model, args.provider, args.batch, args.loop, args.warmup, args.threads)
         if args.json and args.json != "-":
             write_json_report(Path(args.json), asdict(result))
-    except (ModelError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(asdict(result), indent=2) if args.json == "-" else result.summary())
-    return 0
+        return json.dumps(asdict(result), indent=2) if args.json == "-" else result.summary()
+    return run_tool(summary)
 
 
 if __name__ == "__main__":

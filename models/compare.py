@@ -32,8 +32,8 @@ import numpy as np
 
 from models import load_bin_centres
 from models.quantize import load_l_minus_50, spread_images
-from models.reports import write_json_report
 from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings, annealed_mean
+from models.tool_cli import run_tool, write_json_report
 from stream.errors import InputError
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared/data/val/cbsd68"
@@ -405,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: prints the table, returns 0; on bad input prints ``error: <one line>`` to stderr, returns 2."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def table() -> str:
         report = compare_models(args.model_a, args.model_b, args.provider_a, args.provider_b, args.images,
                                 args.count, args.threshold)
         if args.csv is not None:
@@ -415,11 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"cannot write {args.csv}: {exc.strerror or exc}") from None
         if args.json is not None:
             write_json_report(args.json, report.to_json())
-    except (ModelError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.format_table())
-    return 0
+        return report.format_table()
+    return run_tool(table)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from models import NUM_BINS, load_bin_centres
-from models.reports import write_json_report
-from models.runtime import ColorModel, ModelError, SessionSettings
+from models.runtime import ColorModel, SessionSettings
+from models.tool_cli import positive_int, run_tool, write_json_report
 from stages.lab import merge_ab, model_input, resize_ab
 from stream.errors import InputError
 
@@ -410,13 +410,6 @@ def evaluate_images(model_path: Path, images_dir: Path, sheet_path: Path | None 
 
 # ---------------------------------------------------------------- CLI
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorize evaluate",
@@ -426,26 +419,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="ONNX colorization model")
     parser.add_argument("images_dir", type=Path, help="directory of colour images (jpg, png, bmp, tif)")
     parser.add_argument("--sheet", type=Path, help="write a contact sheet PNG (gray input | ours | ground truth)")
-    parser.add_argument("--sheet-rows", type=_positive_int, default=DEFAULT_SHEET_ROWS,
+    parser.add_argument("--sheet-rows", type=positive_int, default=DEFAULT_SHEET_ROWS,
                         help=f"images on the contact sheet (default {DEFAULT_SHEET_ROWS})")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
-    parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N images (sorted by name)")
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images (sorted by name)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: prints the table, returns 0; on bad input prints ``error: <one line>`` to stderr, returns 2."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def table() -> str:
         report = evaluate_images(args.model, args.images_dir, sheet_path=args.sheet, limit=args.limit,
                                  sheet_rows=args.sheet_rows)
         if args.json is not None:
             write_json_report(args.json, report.to_json())
-    except (ModelError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.format_table())
-    return 0
+        return report.format_table()
+    return run_tool(table)
 
 
 if __name__ == "__main__":

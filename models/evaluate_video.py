@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 
 from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr
-from models.reports import write_json_report
-from models.runtime import ColorModel, ModelError, SessionSettings
+from models.runtime import ColorModel, SessionSettings
+from models.tool_cli import positive_int, run_tool, write_json_report
 from stages.lab import lightness_code, merge_lightness, model_input
 from stages.temporal import TemporalConfig, TemporalSmoother
 from stream.errors import InputError
@@ -444,13 +444,6 @@ def evaluate_video(model_path: Path, video_path: Path, temporal: TemporalConfig 
 
 # ---------------------------------------------------------------- CLI
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _bounded(kind: type, metadata: dict):
     def parse(text: str):
         try:
@@ -473,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "AuC of ab error against the original colour, and speed.")
     parser.add_argument("model", type=Path, help="ONNX colorization model")
     parser.add_argument("video", type=Path, help="video file (colour for PSNR/AuC; any for flicker)")
-    parser.add_argument("--max-frames", type=_positive_int, help="evaluate only the first N frames")
+    parser.add_argument("--max-frames", type=positive_int, help="evaluate only the first N frames")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
     parser.add_argument("--sample", type=Path, help="write an H.264 MP4 with per-frame | temporal side by side")
     parser.add_argument("--no-temporal", action="store_true", help="score the per-frame colorization only")
@@ -497,15 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     temporal = None if args.no_temporal else TemporalConfig(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(TemporalConfig) if f.name != "enabled"})
-    try:
+
+    def table() -> str:
         report = evaluate_video(args.model, args.video, temporal, args.max_frames, sample_path=args.sample)
         if args.json is not None:
             write_json_report(args.json, report.to_json())
-    except (ModelError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.format_table())
-    return 0
+        return report.format_table()
+    return run_tool(table)
 
 
 if __name__ == "__main__":

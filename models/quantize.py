@@ -37,6 +37,7 @@ import numpy as np
 
 from models import NUM_BINS
 from models.runtime import ColorModel, ModelError
+from models.tool_cli import run_tool
 from stages.lab import model_input
 from stream.errors import InputError
 
@@ -361,13 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = QuantizeSettings(quant_format=args.quant_format, activation_type=args.activations,
                                 per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                                 calibration=args.calibration, float_logits=not args.quantize_logits)
-    try:
-        report = quantize_model(args.model, args.output, args.images, args.count, settings)
-    except (ModelError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.format(args.model))
-    return 0
+    return run_tool(lambda: quantize_model(args.model, args.output, args.images, args.count, settings)
+                    .format(args.model))
 
 
 if __name__ == "__main__":
