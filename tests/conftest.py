@@ -25,45 +25,60 @@ def shared_file(*parts: str) -> Path:
     return path
 
 
+def save_colour_model(path: Path, name: str, nodes: list, initialisers: list, *, size: int = 224,
+                      output: str = "ab", channels: int = 2, input_name: str = "l_minus_50",
+                      opset: int = 17) -> Path:
+    """Check and save a test model with the runtime's contract: float ``input_name`` N×1×size×size
+    (L − 50) → ``output`` N×channels×size/4×size/4 (``channels`` 2 for ab, 313 for bin scores);
+    ``nodes`` and ``initialisers`` are onnx.helper nodes and tensors."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 1, size, size])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", channels, size // 4, size // 4])],
+        initialisers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def build_ab_model(path: Path, weights=(0.3, -0.2), bias=(20.0, 35.0), size=224) -> Path:
     """A tiny model with the pipeline's contract: l_minus_50 N×1×size×size → ab N×2×size/4×size/4.
 
     ab = 4×4 average of (L − 50) × weight + bias, per channel: colour that depends on lightness.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
-    x = helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, size, size])
-    y = helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, size // 4, size // 4])
     w = numpy_helper.from_array(np.array(weights, np.float32).reshape(2, 1, 1, 1), "w")
     b = numpy_helper.from_array(np.array(bias, np.float32), "b")
-    graph = helper.make_graph(
+    return save_colour_model(
+        path, "tiny_ab",
         [helper.make_node("AveragePool", ["l_minus_50"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
-         helper.make_node("Conv", ["pooled", "w", "b"], ["ab"])],
-        "tiny_ab", [x], [y], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+         helper.make_node("Conv", ["pooled", "w", "b"], ["ab"])], [w, b], size=size)
 
 
 def build_bins_model(path: Path, size=224) -> Path:
     """A tiny model that outputs 313 bin scores N×313×size/4×size/4 (favouring bins by lightness)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    x = helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, size, size])
-    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 313, size // 4, size // 4])
     w = numpy_helper.from_array(rng.normal(0, 0.05, (313, 1, 1, 1)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.normal(0, 1.0, 313).astype(np.float32), "b")
-    graph = helper.make_graph(
+    return save_colour_model(
+        path, "tiny_bins",
         [helper.make_node("AveragePool", ["l_minus_50"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
-         helper.make_node("Conv", ["pooled", "w", "b"], ["scores"])],
-        "tiny_bins", [x], [y], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+         helper.make_node("Conv", ["pooled", "w", "b"], ["scores"])], [w, b],
+        size=size, output="scores", channels=313)
+
+
+@pytest.fixture
+def run_tmp(tmp_path) -> Path:
+    """An empty TMPDIR for a run, to show it leaves nothing behind there."""
+    path = tmp_path / "run-tmp"
+    path.mkdir()
     return path
 
 

@@ -13,6 +13,7 @@ from models import load_bin_centres
 from models.evaluate import (CELL_WIDTH, GAP, LABEL_HEIGHT, THUMB_HEIGHT, AbErrorTally, ab_error,
                              ab_error_auc, class_rebalanced_weights, colourfulness, evaluate_images, lab_ab,
                              main, nearest_bins, psnr, sheet_size)
+from tests.conftest import save_colour_model
 
 CBSD68 = Path(__file__).resolve().parents[2] / "shared/data/val/cbsd68"
 needs_cbsd68 = pytest.mark.skipif(not CBSD68.is_dir(), reason=f"validation images not found at {CBSD68}")
@@ -22,8 +23,7 @@ CONSTANT_AB = (15.0, 25.0)
 
 def write_constant_ab_model(path: Path, a: float, b: float) -> Path:
     """ONNX model honouring the contract (N×1×224×224 L−50 → N×2×56×56 ab) that predicts ab = (a, b) everywhere."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     nodes = [
         helper.make_node("AveragePool", ["l_minus_50"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
@@ -31,16 +31,7 @@ def write_constant_ab_model(path: Path, a: float, b: float) -> Path:
     ]
     initializers = [numpy_helper.from_array(np.zeros((2, 1, 1, 1), np.float32), "weight"),
                     numpy_helper.from_array(np.array([a, b], np.float32), "bias")]
-    graph = helper.make_graph(
-        nodes, "constant_ab",
-        [helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, 224, 224])],
-        [helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, 56, 56])],
-        initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_colour_model(path, "constant_ab", nodes, initializers)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from models import ANNEAL_T, load_bin_centres
 from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings
-from tests.conftest import shared_file
+from tests.conftest import save_colour_model, shared_file
 
 LOGITS_CONV = "logits_conv"
 PERTURBED_CONV = "conv2"
@@ -61,15 +61,7 @@ def build_colornet_like(path: Path, seed: int = 0) -> Path:
         helper.make_node("Div", ["weighted", "e_sum"], ["ab"], name="normalise"),
     ]
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "sum_axes"))
-    graph = helper.make_graph(
-        nodes, "colornet_like",
-        [helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, 224, 224])],
-        [helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, 56, 56])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_colour_model(path, "colornet_like", nodes, inits)
 
 
 @pytest.fixture(scope="module")

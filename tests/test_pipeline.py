@@ -47,13 +47,6 @@ def assert_nothing_left(run_tmp: Path, output: Path) -> None:
     assert leftovers == [], f"temporary outputs left behind: {leftovers}"
 
 
-@pytest.fixture
-def run_tmp(tmp_path) -> Path:
-    path = tmp_path / "run-tmp"
-    path.mkdir()
-    return path
-
-
 def test_black_and_white_film_becomes_colour_with_its_sound_and_timing(tmp_path, run_tmp, ab_model):
     source = shared_file("video", "chaplin.mp4")
     output = tmp_path / "chaplin colour.mp4"

@@ -188,13 +188,6 @@ def summary(outcome: Outcome) -> re.Match:
     return match
 
 
-@pytest.fixture
-def run_tmp(tmp_path) -> Path:
-    path = tmp_path / "run-tmp"
-    path.mkdir()
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # Frame accounting
 

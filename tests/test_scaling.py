@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from stream.config import PROJECT_ROOT, ConfigError, load_config
-from tests.conftest import BackgroundCli, run_cli, shared_file, video_facts
+from tests.conftest import BackgroundCli, run_cli, save_colour_model, shared_file, video_facts
 from tests.test_pipeline import decoded_frames, descends_from, stage_processes
 
 CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
@@ -22,12 +22,9 @@ CONFIGS = sorted((PROJECT_ROOT / "configs").glob("*.yaml"))
 def build_slow_model(path: Path, layers: int = 6, width: int = 16, size: int = 224) -> Path:
     """A model with the pipeline's contract whose inference costs tens of milliseconds a frame on a CPU,
     so inference is the bottleneck and workers always hold frames when they die or leave."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    x = helper.make_tensor_value_info("l_minus_50", TensorProto.FLOAT, ["N", 1, size, size])
-    y = helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, size // 4, size // 4])
     initialisers, nodes, previous, channels = [], [], "l_minus_50", 1
     for i in range(layers):
         weights = rng.normal(0, 0.5 / np.sqrt(9 * channels), (width, channels, 3, 3)).astype(np.float32)
@@ -39,11 +36,7 @@ def build_slow_model(path: Path, layers: int = 6, width: int = 16, size: int = 2
                      numpy_helper.from_array(np.array([10, 20], np.float32), "bias")]
     nodes += [helper.make_node("AveragePool", [previous], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
               helper.make_node("Conv", ["pooled", "head", "bias"], ["ab"])]
-    model = helper.make_model(helper.make_graph(nodes, "slow_ab", [x], [y], initialisers),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_colour_model(path, "slow_ab", nodes, initialisers, size=size)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 
 from stages.lab import lightness_code
 from stages.temporal import TemporalConfig, TemporalSmoother
+from tests.conftest import save_colour_model
 
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared/data/video"
 AB_SIZE = 32
@@ -204,26 +205,19 @@ def test_real_cut_between_two_clips_is_detected_and_shots_are_not_cut():
 def noisy_colorizer(path: Path, size: int = 64) -> Path:
     """A tiny ONNX colorizer whose ab depends on fine L detail (so per-frame output flickers):
     L − 50 (N×1×64×64) → 30·sin(0.15·conv4×4/stride 4(L)) as ab N×2×16×16."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(7)
     weights = rng.choice([-1.0, 1.0], size=(2, 1, 4, 4)).astype(np.float32)
-    graph = helper.make_graph(
+    return save_colour_model(
+        path, "noisy_colorizer",
         [helper.make_node("Conv", ["l", "w"], ["c"], strides=[4, 4]),
          helper.make_node("Mul", ["c", "k"], ["ck"]),
          helper.make_node("Sin", ["ck"], ["s"]),
          helper.make_node("Mul", ["s", "amp"], ["ab"])],
-        "noisy_colorizer",
-        [helper.make_tensor_value_info("l", TensorProto.FLOAT, ["N", 1, size, size])],
-        [helper.make_tensor_value_info("ab", TensorProto.FLOAT, ["N", 2, size // 4, size // 4])],
         [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.array(0.15, np.float32), "k"),
-         numpy_helper.from_array(np.array(30.0, np.float32), "amp")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+         numpy_helper.from_array(np.array(30.0, np.float32), "amp")],
+        size=size, input_name="l", opset=13)
 
 
 def test_evaluate_video_reports_less_flicker_with_temporal_smoothing(tmp_path):
