@@ -30,7 +30,7 @@ import numpy as np
 
 from models import NUM_BINS, load_bin_centres
 from models.runtime import ColorModel, SessionSettings
-from models.tool_cli import positive_int, run_tool, write_json_report
+from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
 from stages.lab import merge_ab, model_input, resize_ab
 from stream.errors import InputError
 
@@ -223,15 +223,7 @@ class ImageQualityReport:
 
     def to_json(self) -> dict:
         """A JSON-ready dict (nan → None)."""
-        def clean(value):
-            if isinstance(value, float) and not math.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-        return clean(asdict(self))
+        return json_ready(asdict(self))
 
     def format_table(self) -> str:
         """A readable table, ours against the grayscale baseline."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr
 from models.runtime import ColorModel, SessionSettings
-from models.tool_cli import positive_int, run_tool, write_json_report
+from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
 from stages.lab import lightness_code, merge_lightness, model_input
 from stages.temporal import TemporalConfig, TemporalSmoother
 from stream.errors import InputError
@@ -233,18 +233,10 @@ class VideoQualityReport:
 
     def to_json(self) -> dict:
         """A JSON-ready dict (nan → None), with the derived figures added."""
-        def clean(value):
-            if isinstance(value, float) and not math.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
         data = asdict(self)
         data["flicker_reduction_pct"] = self.flicker_reduction_pct
         data["smoother_overhead_pct"] = self.smoother_overhead_pct
-        return clean(data)
+        return json_ready(data)
 
     def format_table(self) -> str:
         """A readable table, per-frame against temporal."""

@@ -1,10 +1,11 @@
 """The command-line edge the model tools share (``colorize evaluate``, ``evaluate-video``,
-``compare``, ``bench-model``, ``quantize``): one argument type, one way to write a JSON report,
-and one error contract: bad input prints ``error: <one line>`` on stderr and exits 2."""
+``compare``, ``bench-model``, ``quantize``): one argument type, one way to make and write a JSON
+report, and one error contract: bad input prints ``error: <one line>`` on stderr and exits 2."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,18 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def json_ready(value):
+    """``value`` (dicts, lists, scalars) with every NaN or infinity replaced by None: JSON has no
+    NaN, and a figure that could not be measured is null in a report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
     return value
 
 
