@@ -92,11 +92,11 @@ def embedded_candidate(work: Path, override: Path | None) -> Candidate | str:
     try:
         import torch
 
-        from models.network import ColorNet, ExportedColorizer
+        from models.network import AnnealedMean, ColorNet, ExportedColorizer
     except ImportError:
         return "models/default.onnx is absent and torch is not installed to export a random-weight ColorNet"
     torch.manual_seed(0)
-    model = ExportedColorizer(ColorNet(), torch.from_numpy(load_bin_centres())).eval()
+    model = ExportedColorizer(ColorNet(), AnnealedMean(torch.from_numpy(load_bin_centres()))).eval()
     path = work / "colornet_random.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as models/train.py uses

@@ -292,10 +292,10 @@ def random_model(folder: Path) -> Path:
     import torch
 
     from models import load_bin_centres
-    from models.network import ColorNet, ExportedColorizer
+    from models.network import AnnealedMean, ColorNet, ExportedColorizer
 
     torch.manual_seed(0)
-    model = ExportedColorizer(ColorNet(32).eval(), torch.from_numpy(load_bin_centres())).eval()
+    model = ExportedColorizer(ColorNet(32).eval(), AnnealedMean(torch.from_numpy(load_bin_centres()))).eval()
     path = folder / "random_colornet32.onnx"
     torch.onnx.export(model, torch.zeros(1, 1, 224, 224), str(path), input_names=["l_minus_50"], output_names=["ab"],
                       dynamic_axes={"l_minus_50": {0: "N"}, "ab": {0: "N"}}, opset_version=17, dynamo=False)

@@ -1,22 +1,39 @@
-"""Train the embedded colorization model with the reference method of Zhang et al. (ECCV 2016).
+"""Train the embedded colorization model (Zhang et al., ECCV 2016 method), resumably, across sessions.
 
-    python -m models.train --data ../shared/data/train --workdir runs/default --minutes 90
-    python -m models.train --workdir runs/default --export models/default.onnx   # export only
+    python -m models.training_pack ../shared/data/train runs/pack          # once: decode the photos
+    python -m models.train --pack runs/pack --workdir runs/default --minutes 150 \\
+        --init-from models/default_weights.pt                              # one continuation
+    python -m models.train --workdir runs/default --export models/default.onnx \\
+        --save-weights models/default_weights.pt                           # ship the best weights
 
-Method, as in the paper:
-  * classification over the 313 in-gamut ab bins;
-  * soft-encoded targets: each pixel's ab spread over its 5 nearest bins with a Gaussian (σ = 5);
-  * class rebalancing: the empirical bin distribution of the training set, smoothed with a
-    Gaussian (σ = 5) and mixed with uniform (λ = 0.5), inverted and normalised to mean 1;
-  * decoded with the annealed mean (T = 0.38) inside the exported ONNX graph.
+Method:
+  * classification over the 313 in-gamut ab bins, soft-encoded targets (each pixel's ab spread
+    over its 5 nearest bins with a Gaussian, σ = 5), as in the paper;
+  * class rebalancing at half the paper's strength: the paper's weights (smoothed prior mixed with
+    uniform, λ = 0.5, inverted) raised to ``--rebalance-power`` (0.5). Full strength tilts the
+    predicted distribution toward rare, saturated bins, which showed as a red cast on validation
+    (``../shared/findings/colour-decoding.md``); what is left of the tilt is undone at decoding by
+    a tilt chosen on validation (``models.choose_decoding``);
+  * inputs: random resized crops (35–100 % of the stored square, aspect 3:4–4:3) with flips; with
+    probability ``--film-prob`` the input lightness is degraded like old film
+    (:mod:`models.film_augment`); the target colour is always the clean photo's;
+  * AdamW, cosine learning-rate decay over the continuation's wall-clock budget after a 200-step
+    warm-up; an exponential moving average (EMA, 0.999) of the weights is what gets validated and
+    shipped; bfloat16 autocast on CPUs with native bfloat16 (on this AVX-512 BF16 CPU a step
+    takes 0.58× the float32 time; channels-last was no faster).
 
-Deterministic from ``--seed`` (data order, crops, initial weights). A checkpoint is written to
-``WORKDIR/checkpoint.pt`` every few minutes and at the end; running the same command again resumes
-from it, so a long training can span sessions. Needs PyTorch (``pip install .[train]``).
+Resumable: ``WORKDIR/checkpoint.pt`` (weights, EMA, optimiser, sampler state, the continuation's
+elapsed time) is written every few minutes and at the end; the same command resumes an interrupted
+continuation where it stopped (with the ``--minutes`` given then as its whole budget). A finished continuation followed by another command starts a new one
+from the EMA weights (a warm restart of the learning rate and optimiser). ``--init-from`` seeds a
+fresh workdir from shipped weights, so training continues from the last committed model. Every
+continuation appends its step count, hours and validation figures to ``WORKDIR/train_log.jsonl``.
+Needs PyTorch (``pip install .[train]``).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -29,38 +46,31 @@ import torch
 import torch.nn.functional as F
 
 from models import ANNEAL_T, NUM_BINS, load_bin_centres
-from models.network import ColorNet, ExportedColorizer
+from models.film_augment import degrade_like_film
+from models.network import AnnealedMean, ColorNet, Decoding, ExportedColorizer
+from models.training_pack import load_pack
+from stages.lab import ColourSettings
 
 SOFT_NEIGHBOURS = 5
 SOFT_SIGMA = 5.0
 REBALANCE_SIGMA = 5.0
 REBALANCE_LAMBDA = 0.5
 AB_GRID_OFFSET = 128  # LUT index = round(ab) + 128, ab in [-128, 127]
-STORE_SHORT_SIDE = 256
 OUTPUT_STRIDE = 4
-
-
-def load_training_images(data_dir: Path, short_side: int = STORE_SHORT_SIDE) -> list[np.ndarray]:
-    """All colour images under ``data_dir`` as RGB uint8, resized so the shorter side is ``short_side``."""
-    paths = sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    if not paths:
-        raise SystemExit(f"error: no training images (*.jpg, *.png) under {data_dir}")
-    images = []
-    for path in paths:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            continue
-        h, w = bgr.shape[:2]
-        scale = short_side / min(h, w)
-        bgr = cv2.resize(bgr, (max(short_side, round(w * scale)), max(short_side, round(h * scale))),
-                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return images
+WARMUP_STEPS = 200
+EMA_DECAY = 0.999
+SAVE_EVERY_S = 240
+DEFAULT_VAL = Path(__file__).resolve().parents[2] / "shared/data/val/cbsd68"
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 H×W×3 → Lab float32 (OpenCV convention: L 0..100, a and b about −128..127)."""
-    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1.0 / 255.0), cv2.COLOR_RGB2LAB)
+
+
+def _ab_grid() -> np.ndarray:
+    grid = np.arange(-AB_GRID_OFFSET, 256 - AB_GRID_OFFSET, dtype=np.float32)
+    return np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
 
 
 def soft_encoding_table(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,9 +78,7 @@ def soft_encoding_table(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (indices int64 256×256×5, weights float32 256×256×5), indexed by ab + 128.
     """
-    grid = np.arange(-AB_GRID_OFFSET, 256 - AB_GRID_OFFSET, dtype=np.float32)
-    ab = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
-    d2 = ((ab[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    d2 = ((_ab_grid()[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
     nearest = np.argpartition(d2, SOFT_NEIGHBOURS, axis=1)[:, :SOFT_NEIGHBOURS]
     nd2 = np.take_along_axis(d2, nearest, axis=1)
     weights = np.exp(-(nd2 - nd2.min(1, keepdims=True)) / (2 * SOFT_SIGMA ** 2))
@@ -81,9 +89,7 @@ def soft_encoding_table(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def nearest_bin_table(centres: np.ndarray) -> np.ndarray:
     """Nearest bin (int64) for every integer (a, b), indexed by ab + 128: 256×256."""
-    grid = np.arange(-AB_GRID_OFFSET, 256 - AB_GRID_OFFSET, dtype=np.float32)
-    ab = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
-    d2 = ((ab[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    d2 = ((_ab_grid()[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
     return d2.argmin(1).reshape(256, 256).astype(np.int64)
 
 
@@ -93,30 +99,59 @@ def ab_to_grid_index(ab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx[..., 0], idx[..., 1]
 
 
-def rebalancing_weights(images: list[np.ndarray], centres: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-    """Per-bin loss weights (float32, 313) from the training set's smoothed ab distribution."""
-    counts = np.zeros(NUM_BINS, dtype=np.float64)
-    for rgb in images:
+def ab_prior(photos: np.ndarray, nearest: np.ndarray, sample: int = 2000, seed: int = 0) -> np.ndarray:
+    """Empirical distribution (float64, 313, sums to 1) of the photos' ab over the bins, at 1/4 scale.
+
+    Counted on ``sample`` photos drawn without replacement (all if fewer).
+    """
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(photos), size=min(sample, len(photos)), replace=False)
+    counts = np.zeros(NUM_BINS, np.float64)
+    for i in sorted(chosen):
+        rgb = np.asarray(photos[i])
         small = cv2.resize(rgb, (rgb.shape[1] // OUTPUT_STRIDE, rgb.shape[0] // OUTPUT_STRIDE),
                            interpolation=cv2.INTER_AREA)
         ia, ib = ab_to_grid_index(rgb_to_lab(small)[..., 1:])
         counts += np.bincount(nearest[ia, ib].ravel(), minlength=NUM_BINS)
-    p = counts / counts.sum()
-    d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
-    kernel = np.exp(-d2 / (2 * REBALANCE_SIGMA ** 2))
-    p_smooth = kernel @ p
-    p_smooth /= p_smooth.sum()
-    w = 1.0 / ((1 - REBALANCE_LAMBDA) * p_smooth + REBALANCE_LAMBDA / NUM_BINS)
+    return counts / counts.sum()
+
+
+def smoothed_prior(prior: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The prior convolved with a Gaussian (σ = 5) in ab space, renormalised (float64, 313)."""
+    d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1).astype(np.float64)
+    smooth = np.exp(-d2 / (2 * REBALANCE_SIGMA ** 2)) @ prior
+    return smooth / smooth.sum()
+
+
+def rebalancing_weights(prior: np.ndarray, centres: np.ndarray, power: float) -> np.ndarray:
+    """Per-bin loss weights (float32, 313), mean 1 under the prior.
+
+    The paper's w ∝ 1 / ((1 − λ)·p̃ + λ/Q) with λ = 0.5 and p̃ the smoothed prior, raised to
+    ``power`` (1 = the paper, 0 = no rebalancing).
+    """
+    p_smooth = smoothed_prior(prior, centres)
+    w = (1.0 / ((1 - REBALANCE_LAMBDA) * p_smooth + REBALANCE_LAMBDA / NUM_BINS)) ** power
     w /= (p_smooth * w).sum()
     return w.astype(np.float32)
 
 
 class BatchSampler:
-    """Random-resized crops with horizontal flips, as (L − 50 input, soft target, pixel weight)."""
+    """Random-resized crops with flips, as (L − 50 input, soft-target bins, their weights, pixel weight)."""
 
-    def __init__(self, images, crop: int, soft_idx, soft_w, nearest, bin_weights, rng: np.random.Generator):
-        self.images, self.crop, self.rng = images, crop, rng
-        self.soft_idx, self.soft_w, self.nearest, self.bin_weights = soft_idx, soft_w, nearest, bin_weights
+    def __init__(self, photos: np.ndarray, crop: int, film_prob: float, tables: dict, rng: np.random.Generator):
+        self.photos, self.crop, self.film_prob, self.rng = photos, crop, film_prob, rng
+        self.soft_idx, self.soft_w = tables["soft_idx"], tables["soft_w"]
+        self.nearest, self.bin_weights = tables["nearest"], tables["bin_weights"]
+
+    def crop_of(self, rgb: np.ndarray) -> np.ndarray:
+        side = rgb.shape[0]
+        area = self.rng.uniform(0.35, 1.0) * side * side
+        aspect = math.exp(self.rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = int(min(side, round(math.sqrt(area * aspect))))
+        h = int(min(side, round(math.sqrt(area / aspect))))
+        y0, x0 = self.rng.integers(side - h + 1), self.rng.integers(side - w + 1)
+        patch = cv2.resize(rgb[y0:y0 + h, x0:x0 + w], (self.crop, self.crop), interpolation=cv2.INTER_AREA)
+        return patch[:, ::-1] if self.rng.random() < 0.5 else patch
 
     def sample(self, batch: int):
         c, o = self.crop, self.crop // OUTPUT_STRIDE
@@ -125,17 +160,12 @@ class BatchSampler:
         wts = np.empty((batch, SOFT_NEIGHBOURS, o, o), np.float32)
         pix_w = np.empty((batch, o, o), np.float32)
         for i in range(batch):
-            rgb = self.images[self.rng.integers(len(self.images))]
-            h, w = rgb.shape[:2]
-            side = int(self.rng.uniform(0.55, 1.0) * min(h, w))
-            y0, x0 = self.rng.integers(h - side + 1), self.rng.integers(w - side + 1)
-            patch = cv2.resize(rgb[y0:y0 + side, x0:x0 + side], (c, c), interpolation=cv2.INTER_AREA)
-            if self.rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            lab = rgb_to_lab(np.ascontiguousarray(patch))
-            x[i, 0] = lab[..., 0] - 50.0
-            ab_small = cv2.resize(lab[..., 1:], (o, o), interpolation=cv2.INTER_AREA)
-            ia, ib = ab_to_grid_index(ab_small)
+            lab = rgb_to_lab(np.ascontiguousarray(self.crop_of(self.photos[self.rng.integers(len(self.photos))])))
+            lightness = lab[..., 0]
+            if self.rng.random() < self.film_prob:
+                lightness = degrade_like_film(lightness, self.rng)
+            x[i, 0] = lightness - 50.0
+            ia, ib = ab_to_grid_index(cv2.resize(lab[..., 1:], (o, o), interpolation=cv2.INTER_AREA))
             idx[i] = self.soft_idx[ia, ib].transpose(2, 0, 1)
             wts[i] = self.soft_w[ia, ib].transpose(2, 0, 1)
             pix_w[i] = self.bin_weights[self.nearest[ia, ib]]
@@ -144,16 +174,67 @@ class BatchSampler:
 
 def rebalanced_soft_ce(logits: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor, pix_w: torch.Tensor) -> torch.Tensor:
     """Multinomial cross-entropy against soft targets, each pixel weighted by its bin's rarity."""
-    logp = F.log_softmax(logits, dim=1)
+    logp = F.log_softmax(logits.float(), dim=1)
     per_pixel = -(torch.gather(logp, 1, idx) * wts).sum(1)
     return (per_pixel * pix_w).mean()
 
 
-def export_onnx(net: ColorNet, centres: np.ndarray, path: Path, metadata: dict[str, str]) -> None:
-    """Write the network + annealed mean as ONNX: l_minus_50 N×1×224×224 → ab N×2×56×56."""
+def bf16_supported() -> bool:
+    """True when this CPU has native bfloat16 dot products (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# ---------------------------------------------------------------- validation
+
+def validation_logits(net: ColorNet, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """Bin scores (float32 1×313×56×56) for each RGB image, through the product's model input."""
+    from stages.lab import model_input
+
+    net.eval()
+    with torch.no_grad():
+        return [net.logits(torch.from_numpy(model_input(rgb, (224, 224))[None])) for rgb in images]
+
+
+def validate(net: ColorNet, images: list[tuple[str, np.ndarray]], decode: AnnealedMean,
+             colour: ColourSettings = ColourSettings()) -> dict:
+    """Per-image validation figures (:meth:`PerImageSummary.brief`) of ``net`` decoded by ``decode``."""
+    from models.evaluate import PerImageSummary, score_image
+
+    logits = validation_logits(net, [rgb for _, rgb in images])
+    with torch.no_grad():
+        abs_ = [decode(s)[0].numpy() for s in logits]
+    scores = [score_image(name, rgb, ab, colour).scores for (name, rgb), ab in zip(images, abs_)]
+    return PerImageSummary.of(scores).brief()
+
+
+def log_prior_tensor(prior: np.ndarray, centres: np.ndarray) -> torch.Tensor:
+    """log of the smoothed training prior (float32, 313): what a decoding tilt is a multiple of."""
+    return torch.from_numpy(np.log(np.maximum(smoothed_prior(prior, centres), 1e-12)).astype(np.float32))
+
+
+def load_validation(folder: Path) -> list[tuple[str, np.ndarray]]:
+    """(name, RGB uint8) of every image in ``folder``; empty when the folder is absent."""
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.iterdir()):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is not None:
+            out.append((path.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    return out
+
+
+# ---------------------------------------------------------------- export
+
+def export_onnx(net: ColorNet, decode: AnnealedMean, path: Path, metadata: dict[str, str]) -> None:
+    """Write the network + decoding as ONNX: l_minus_50 N×1×224×224 → ab N×2×56×56."""
     import onnx
 
-    model = ExportedColorizer(net, torch.from_numpy(centres)).eval()
+    model = ExportedColorizer(copy.deepcopy(net).float().eval(), decode).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(model, torch.zeros(1, 1, 224, 224), str(tmp), input_names=["l_minus_50"],
@@ -167,97 +248,209 @@ def export_onnx(net: ColorNet, centres: np.ndarray, path: Path, metadata: dict[s
     tmp.unlink()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared/data/train")
+def save_weights(ema: ColorNet, state: dict, prior: np.ndarray, args_width: int, path: Path) -> None:
+    """The shippable weights (EMA, float16) with the prior and step count: what ``--init-from`` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    done = state["continuations"] + ([state["current"]] if state.get("current") else [])
+    torch.save({"net": {k: (v.half() if v.is_floating_point() else v) for k, v in ema.state_dict().items()},
+                "width": args_width, "prior": prior, "step": state["step"], "seconds": state["seconds"],
+                "continuations": done}, tmp)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pack", type=Path, default=Path("runs/pack"), help="folder from models.training_pack")
     ap.add_argument("--workdir", type=Path, default=Path("runs/default"))
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
-    ap.add_argument("--steps", type=int, default=30000, help="planned total steps (sets the LR schedule)")
-    ap.add_argument("--batch", type=int, default=24)
-    ap.add_argument("--crop", type=int, default=176)
+    ap.add_argument("--init-from", type=Path, help="shipped weights (.pt) to start a fresh workdir from")
+    ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="validation photos (default: shared CBSD68)")
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this continuation")
+    ap.add_argument("--val-minutes", type=float, default=20.0, help="validate every so many minutes")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--rebalance-power", type=float, default=0.5)
+    ap.add_argument("--film-prob", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--export", type=Path, help="export the checkpoint to this ONNX path and exit")
-    args = ap.parse_args(argv)
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    ap.add_argument("--export", type=Path, help="export the best EMA weights to this ONNX path and exit")
+    ap.add_argument("--save-weights", type=Path, help="with --export: also write the shippable .pt here")
+    ap.add_argument("--log-to", type=Path, help="with --export: append this workdir's log records not yet in this file")
+    ap.add_argument("--tilt-beta", type=float, default=0.0,
+                    help="with --export: decode with p·prior^β (β chosen on validation)")
+    ap.add_argument("--temperature", type=float, default=ANNEAL_T, help="with --export: annealed-mean T")
+    ap.add_argument("--confidence-power", type=float, default=0.0, help="with --export: entropy shrink γ")
+    return ap
 
+
+def append_new_lines(source: Path, target: Path) -> None:
+    """Append to ``target`` the lines of ``source`` it does not hold yet (a log kept across sessions)."""
+    have = set(target.read_text().splitlines()) if target.exists() else set()
+    new = [line for line in source.read_text().splitlines() if line and line not in have]
+    with open(target, "a") as out:
+        out.writelines(line + "\n" for line in new)
+
+
+def log_line(workdir: Path, record: dict) -> None:
+    print(json.dumps(record), flush=True)
+    with open(workdir / "train_log.jsonl", "a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     centres = load_bin_centres()
     args.workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.workdir / "checkpoint.pt"
+    best_path = args.workdir / "best.pt"
 
     net = ColorNet(args.width)
+    state = {"step": 0, "seconds": 0.0, "rng": None, "continuations": [], "current": None, "best_val": None}
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    state = {"step": 0, "seconds": 0.0, "rng": None, "log": []}
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+    prior = None
+    ckpt = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    if ckpt is not None:
         net.load_state_dict(ckpt["net"])
-        opt.load_state_dict(ckpt["opt"])
-        state = ckpt["state"]
-        print(f"resumed from {ckpt_path} at step {state['step']}", flush=True)
+        state, prior = ckpt["state"], ckpt["prior"]
+        if state["current"] is not None:
+            opt.load_state_dict(ckpt["opt"])
+            print(f"resuming continuation {len(state['continuations']) + 1} at step {state['step']}", flush=True)
+        else:
+            net.load_state_dict(ckpt["ema"])
+            print(f"new continuation from the EMA weights at step {state['step']}", flush=True)
+    elif args.init_from:
+        shipped = torch.load(args.init_from, weights_only=False)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["net"].items()})
+        prior = shipped["prior"]
+        state.update(step=shipped["step"], seconds=shipped["seconds"], continuations=list(shipped["continuations"]))
+        print(f"started from {args.init_from} (step {state['step']})", flush=True)
+    ema = copy.deepcopy(net)
+    if ckpt is not None and "ema" in ckpt:
+        ema.load_state_dict(ckpt["ema"])
 
+    val_images = load_validation(args.val)
     if args.export:
-        net.eval()
-        meta = {"architecture": f"ColorNet(width={args.width})", "steps": str(state["step"]),
-                "train_seconds": f"{state['seconds']:.0f}", "anneal_t": str(ANNEAL_T),
+        best = torch.load(best_path if best_path.exists() else ckpt_path, weights_only=False)
+        ema.load_state_dict(best["ema"])
+        decoding = Decoding(args.temperature, args.tilt_beta, args.confidence_power)
+        meta = {"architecture": f"ColorNet(width={args.width}) with global context", "steps": str(best["state"]["step"]),
+                "train_seconds": f"{best['state']['seconds']:.0f}", "anneal_t": str(decoding.temperature),
+                "tilt_beta": str(decoding.tilt_beta), "confidence_power": str(decoding.confidence_power),
                 "contract": "l_minus_50 N×1×224×224 (L−50) → ab N×2×56×56"}
-        export_onnx(net, centres, args.export, meta)
-        print(f"exported step {state['step']} to {args.export}")
+        export_onnx(ema, decoding.module(torch.from_numpy(centres), log_prior_tensor(best["prior"], centres)),
+                    args.export, meta)
+        print(f"exported step {best['state']['step']} to {args.export}")
+        if args.save_weights:
+            save_weights(ema, best["state"], best["prior"], args.width, args.save_weights)
+            print(f"weights written to {args.save_weights}")
+        if args.log_to:
+            append_new_lines(args.workdir / "train_log.jsonl", args.log_to)
         return 0
 
     t0 = time.time()
-    images = load_training_images(args.data)
+    photos = np.ascontiguousarray(load_pack(args.pack))
     soft_idx, soft_w = soft_encoding_table(centres)
     nearest = nearest_bin_table(centres)
-    weights_file = args.workdir / "bin_weights.npy"
-    if weights_file.exists():
-        bin_weights = np.load(weights_file)
-    else:
-        bin_weights = rebalancing_weights(images, centres, nearest)
-        np.save(weights_file, bin_weights)
-    print(f"{len(images)} images loaded, tables ready in {time.time() - t0:.0f} s", flush=True)
+    if prior is None:
+        prior = ab_prior(photos, nearest)
+    tables = {"soft_idx": soft_idx, "soft_w": soft_w, "nearest": nearest,
+              "bin_weights": rebalancing_weights(prior, centres, args.rebalance_power)}
+    print(f"{len(photos)} photos, {len(val_images)} validation images, ready in {time.time() - t0:.0f} s", flush=True)
 
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed + state["step"])
     if state["rng"] is not None:
         rng.bit_generator.state = state["rng"]
-    sampler = BatchSampler(images, args.crop, soft_idx, soft_w, nearest, bin_weights, rng)
+    sampler = BatchSampler(photos, args.crop, args.film_prob, tables, rng)
+    use_bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_supported())
+    if state["current"] is None:
+        state["current"] = {"index": len(state["continuations"]) + 1, "start_step": state["step"], "elapsed": 0.0,
+                            "budget_s": args.minutes * 60, "batch": args.batch, "crop": args.crop,
+                            "lr": args.lr, "rebalance_power": args.rebalance_power, "film_prob": args.film_prob,
+                            "bf16": use_bf16}
+        opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    current = state["current"]
+    current["budget_s"] = args.minutes * 60  # a resumed continuation takes the budget given now
+    plain_decoding = Decoding().module(torch.from_numpy(centres), torch.zeros(NUM_BINS))
 
-    def save() -> None:
+    def checkpoint() -> None:
         state["rng"] = rng.bit_generator.state
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "args": vars(args)}, tmp)
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state,
+                    "prior": prior, "args": vars(args)}, tmp)
         tmp.replace(ckpt_path)
 
+    def run_validation() -> None:
+        if not val_images:
+            return
+        started = time.time()
+        figures = validate(ema, val_images, plain_decoding)
+        ema.train()
+        record = {"event": "validation", "continuation": current["index"], "step": state["step"],
+                  "hours": round(state["seconds"] / 3600, 3), **figures, "seconds": round(time.time() - started)}
+        log_line(args.workdir, record)
+        score = figures["rbauc_gain"] + figures["auc_gain"]
+        if state["best_val"] is None or score >= state["best_val"]["score"]:
+            state["best_val"] = {"score": score, "step": state["step"], **figures}
+            checkpoint()
+            torch.save({"ema": ema.state_dict(), "state": copy.deepcopy(state), "prior": prior}, best_path)
+
     net.train()
-    run_start = start = last_save = time.time()
+    ema.train()
+    start = last_save = last_val = time.time()
     running = None
-    while state["step"] < args.steps and time.time() - run_start < args.minutes * 60:
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, state["step"] / args.steps)))
-        warm = min(1.0, (state["step"] + 1) / 300)
+    with torch.no_grad():
+        ema_params = list(ema.parameters())
+        net_params = list(net.parameters())
+    while current["elapsed"] + (time.time() - start) < current["budget_s"]:
+        progress = (current["elapsed"] + time.time() - start) / current["budget_s"]
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        lr *= min(1.0, (state["step"] - current["start_step"] + 1) / WARMUP_STEPS)
         for group in opt.param_groups:
-            group["lr"] = lr * warm
+            group["lr"] = lr
         x, idx, wts, pix_w = sampler.sample(args.batch)
-        loss = rebalanced_soft_ce(net(x), idx, wts, pix_w)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = net(x)
+        loss = rebalanced_soft_ce(logits, idx, wts, pix_w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, net_params, 1.0 - EMA_DECAY)
+            for eb, nb in zip(ema.buffers(), net.buffers()):
+                eb.copy_(nb)
         state["step"] += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if state["step"] % 50 == 0:
-            elapsed = state["seconds"] + time.time() - start
-            state["log"].append((state["step"], round(elapsed), round(running, 4)))
+        now = time.time()
+        if state["step"] % 100 == 0:
             print(json.dumps({"step": state["step"], "loss": round(running, 4), "lr": round(lr, 6),
-                              "minutes": round(elapsed / 60, 1)}), flush=True)
-        if time.time() - last_save > 180:
-            state["seconds"] += time.time() - start
-            start = time.time()
-            save()
+                              "continuation_min": round((current["elapsed"] + now - start) / 60, 1)}), flush=True)
+        if now - last_save > SAVE_EVERY_S or now - last_val > args.val_minutes * 60:
+            current["elapsed"] += now - start
+            state["seconds"] += now - start
+            start = now
+            if now - last_val > args.val_minutes * 60:
+                run_validation()
+                last_val = time.time()
+                start = time.time()
+            checkpoint()
             last_save = time.time()
+    current["elapsed"] += time.time() - start
     state["seconds"] += time.time() - start
-    save()
-    print(f"stopped at step {state['step']} after {state['seconds'] / 60:.1f} min of training", flush=True)
+    run_validation()
+    current["end_step"] = state["step"]
+    state["continuations"].append(current)
+    state["current"] = None
+    log_line(args.workdir, {"event": "continuation_end", **current, "total_steps": state["step"],
+                            "total_hours": round(state["seconds"] / 3600, 3), "best": state["best_val"]})
+    checkpoint()
     return 0
 
 

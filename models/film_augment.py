@@ -1,0 +1,64 @@
+"""Degradations of old film and tape, applied to the training input's lightness only.
+
+The model is trained on digital photos but mostly sees old film: grain, softness, crushed or lifted
+tone curves, vignetting, frame-to-frame brightness flicker, scratches and dust. Showing it such
+inputs (while the target colour stays the clean photo's) keeps film from falling outside what it
+has learnt. Every function takes and returns L as float32 H×W in Lab units (0..100).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def tone_curve(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma 0.7–1.4, contrast 0.7–1.2 about mid-grey, brightness shift ±6 (flicker)."""
+    x = np.clip(l, 0.0, 100.0) / 100.0
+    x = np.power(x, np.float32(rng.uniform(0.7, 1.4)))
+    x = (x - 0.5) * np.float32(rng.uniform(0.7, 1.2)) + 0.5
+    return x * 100.0 + np.float32(rng.uniform(-6.0, 6.0))
+
+
+def soften(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blur with σ 0.5–1.6 pixels (soft optics, generation loss)."""
+    return cv2.GaussianBlur(l, (0, 0), float(rng.uniform(0.5, 1.6)))
+
+
+def grain(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Film grain: Gaussian noise of σ 1–5 L, sometimes clumped by a small blur."""
+    noise = rng.standard_normal(l.shape, dtype=np.float32) * np.float32(rng.uniform(1.0, 5.0))
+    if rng.random() < 0.5:
+        noise = cv2.GaussianBlur(noise, (0, 0), 0.7) * np.float32(1.8)
+    return l + noise
+
+
+def vignette(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Darker corners: L × (1 − s·r²), r the distance from the centre (1 at the corners), s 0.1–0.45."""
+    h, w = l.shape
+    yy, xx = np.ogrid[-1.0:1.0:complex(0, h), -1.0:1.0:complex(0, w)]
+    r2 = ((yy ** 2 + xx ** 2) / 2.0).astype(np.float32)
+    return l * (1.0 - np.float32(rng.uniform(0.1, 0.45)) * r2)
+
+
+def scratches_and_dust(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A few thin vertical scratches and specks of dust, bright or dark."""
+    out = l.copy()
+    h, w = l.shape
+    for _ in range(int(rng.integers(0, 3))):
+        x = int(rng.integers(0, w))
+        out[:, x:x + int(rng.integers(1, 3))] = np.float32(rng.choice([5.0, 95.0]))
+    for _ in range(int(rng.integers(0, 12))):
+        cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+        cv2.circle(out, (cx, cy), int(rng.integers(1, 3)), float(rng.choice([3.0, 97.0])), -1)
+    return out
+
+
+DEGRADATIONS = ((tone_curve, 0.6), (soften, 0.35), (grain, 0.5), (vignette, 0.3), (scratches_and_dust, 0.2))
+
+
+def degrade_like_film(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each degradation applied independently with its probability; result clipped to 0..100."""
+    for degradation, probability in DEGRADATIONS:
+        if rng.random() < probability:
+            l = degradation(l, rng)
+    return np.clip(l, 0.0, 100.0).astype(np.float32, copy=False)

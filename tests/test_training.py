@@ -1,0 +1,105 @@
+"""Specification of the training tools: the decoded photo pack, film degradations, and a training run
+that resumes where it stopped, continues from shipped weights, and exports a model the pipeline runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.film_augment import DEGRADATIONS, degrade_like_film
+from models.training_pack import build_pack, load_pack
+
+torch = pytest.importorskip("torch", reason="training needs PyTorch (pip install .[train])")
+
+
+def write_photos(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        h, w = (120, 180) if i % 2 else (200, 150)
+        bgr = np.zeros((h, w, 3), np.uint8)
+        bgr[: h // 2] = rng.integers(0, 256, 3)
+        bgr[h // 2:] = rng.integers(0, 256, 3)
+        assert cv2.imwrite(str(folder / f"photo_{i}.{'jpg' if i % 2 else 'png'}"), bgr)
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_pack_holds_every_readable_photo_as_a_centred_square(tmp_path):
+    source = write_photos(tmp_path / "photos", 5)
+    path = build_pack(source, tmp_path / "pack", side=64)
+    photos = load_pack(tmp_path / "pack")
+    assert path.name == "photos.npy" and photos.shape == (5, 64, 64, 3) and photos.dtype == np.uint8
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    assert manifest["count"] == 5 and manifest["skipped"] == ["broken.jpg"]
+    # photo_0 is 150 wide, 200 high, top half one colour: the centred square keeps both halves
+    first = cv2.cvtColor(cv2.imread(str(source / "photo_0.png")), cv2.COLOR_BGR2RGB)
+    assert np.abs(photos[0, 5].astype(int) - first[30, 75].astype(int)).max() <= 2
+    assert np.abs(photos[0, 58].astype(int) - first[170, 75].astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("degradation", [d for d, _ in DEGRADATIONS], ids=lambda d: d.__name__)
+def test_each_film_degradation_changes_lightness_and_keeps_its_shape(degradation):
+    rng = np.random.default_rng(3)
+    lightness = np.random.default_rng(1).uniform(10, 90, (64, 96)).astype(np.float32)  # texture, so blur shows
+    changed = np.clip(degradation(lightness.copy(), rng), 0, 100)
+    assert changed.shape == lightness.shape and changed.dtype == np.float32
+    for seed in range(5):  # random strengths: at least one of a few draws must visibly change the picture
+        if np.abs(np.clip(degradation(lightness.copy(), np.random.default_rng(seed)), 0, 100) - lightness).mean() > 0.2:
+            break
+    else:
+        pytest.fail(f"{degradation.__name__} left the lightness as it was")
+    out = degrade_like_film(lightness.copy(), rng)
+    assert out.min() >= 0.0 and out.max() <= 100.0
+
+
+def train(*args: str) -> None:
+    from models.train import main
+    assert main([*args, "--threads", "1"]) == 0
+
+
+def log_records(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_training_resumes_continues_from_shipped_weights_and_exports_a_runnable_model(tmp_path):
+    from models.runtime import ColorModel
+
+    pack = tmp_path / "pack"
+    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
+    val = write_photos(tmp_path / "val", 2)
+    common = ["--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
+              "--precision", "fp32"]
+    workdir = tmp_path / "run"
+    train(*common, "--workdir", str(workdir), "--minutes", "0.05")
+    first = log_records(workdir)
+    assert first[-1]["event"] == "continuation_end" and first[-1]["index"] == 1
+    steps_one = first[-1]["total_steps"]
+    assert steps_one > 0 and any(r["event"] == "validation" for r in first)
+    assert {"rbauc_gain", "auc_gain", "psnr_gain", "delta_a", "delta_b", "below_gray"} <= set(first[0])
+
+    train(*common, "--workdir", str(workdir), "--minutes", "0.05")  # a second continuation, same workdir
+    second = log_records(workdir)[-1]
+    assert second["index"] == 2 and second["start_step"] == steps_one and second["total_steps"] > steps_one
+
+    onnx_path, weights = tmp_path / "model.onnx", tmp_path / "weights.pt"
+    kept_log = tmp_path / "training_log.jsonl"
+    for _ in range(2):  # exporting twice keeps each record once
+        train("--workdir", str(workdir), "--width", "8", "--export", str(onnx_path), "--save-weights", str(weights),
+              "--tilt-beta", "0.2", "--confidence-power", "0.5", "--log-to", str(kept_log))
+    assert kept_log.read_text().splitlines() == (workdir / "train_log.jsonl").read_text().splitlines()
+    model = ColorModel(onnx_path)
+    ab = model.predict_ab(np.zeros((2, 1, 224, 224), np.float32))
+    assert model.input_size == (224, 224) and ab.shape == (2, 2, 56, 56) and np.isfinite(ab).all()
+
+    fresh = tmp_path / "next_session"
+    train(*common, "--workdir", str(fresh), "--init-from", str(weights), "--minutes", "0.05")
+    shipped = torch.load(weights, weights_only=False)
+    records = log_records(fresh)
+    assert shipped["step"] >= steps_one and len(shipped["continuations"]) in (1, 2)
+    assert records[-1]["index"] == len(shipped["continuations"]) + 1
+    assert records[-1]["start_step"] == shipped["step"] and records[-1]["total_steps"] > shipped["step"]
