@@ -31,7 +31,7 @@ import numpy as np
 from models import NUM_BINS, load_bin_centres
 from models.runtime import ColorModel, SessionSettings
 from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
-from stages.lab import merge_ab, model_input, resize_ab
+from stages.lab import ColourSettings, frame_ab, lightness_code, merge_ab, merge_lightness, model_input
 from stream.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -192,18 +192,74 @@ class MethodScores:
 
 @dataclass(frozen=True)
 class ImageScores:
-    """Per-image scores: plain AuC (%), PSNR (dB) and colourfulness M of ours, the baseline and the truth."""
+    """One image's scores, ours beside the grayscale baseline's (same image, a = b = 0).
+
+    AuC values are percentages (0..100), the rebalanced one weighting each pixel by 1 / the share
+    of its ground-truth bin in this image alone; PSNR in dB; colourfulness is Hasler–Süsstrunk M;
+    ``delta_a`` / ``delta_b`` are the mean a* / b* of our output minus the ground truth's (Lab
+    units; + is a red / yellow cast).
+    """
 
     name: str
     height: int
     width: int
     auc_pct: float
     auc_gray_pct: float
+    auc_rebalanced_pct: float
+    auc_rebalanced_gray_pct: float
     psnr_db: float
     psnr_gray_db: float
     colourfulness: float
     colourfulness_gray: float
     colourfulness_truth: float
+    delta_a: float
+    delta_b: float
+
+
+@dataclass(frozen=True)
+class PerImageSummary:
+    """Means over images of each image's own scores (every image counts the same, whatever its size).
+
+    Gains are ours minus the grayscale baseline's (AuC in points, PSNR in dB); ``delta_a`` /
+    ``delta_b`` the mean colour cast (Lab units); ``below_gray`` the number of images whose
+    rebalanced AuC is below their grayscale baseline's; ``colourfulness_share_pct`` the mean of
+    ours over the mean of the ground truth's, in percent.
+    """
+
+    images: int
+    auc_rebalanced_pct: float
+    auc_rebalanced_gray_pct: float
+    auc_pct: float
+    auc_gray_pct: float
+    psnr_db: float
+    psnr_gray_db: float
+    delta_a: float
+    delta_b: float
+    below_gray: int
+    colourfulness_share_pct: float
+
+    @classmethod
+    def of(cls, scores: list[ImageScores]) -> "PerImageSummary":
+        """Summarise a non-empty list of :class:`ImageScores`."""
+        def mean(key: str) -> float:
+            return float(np.mean([getattr(s, key) for s in scores]))
+        truth = mean("colourfulness_truth")
+        return cls(
+            images=len(scores),
+            auc_rebalanced_pct=mean("auc_rebalanced_pct"), auc_rebalanced_gray_pct=mean("auc_rebalanced_gray_pct"),
+            auc_pct=mean("auc_pct"), auc_gray_pct=mean("auc_gray_pct"),
+            psnr_db=mean("psnr_db"), psnr_gray_db=mean("psnr_gray_db"),
+            delta_a=mean("delta_a"), delta_b=mean("delta_b"),
+            below_gray=sum(s.auc_rebalanced_pct < s.auc_rebalanced_gray_pct for s in scores),
+            colourfulness_share_pct=100.0 * mean("colourfulness") / truth if truth > 0 else math.nan)
+
+    def brief(self) -> dict:
+        """The figures the quality targets are stated in, rounded, as a JSON-ready dict."""
+        return {"rbauc_gain": round(self.auc_rebalanced_pct - self.auc_rebalanced_gray_pct, 2),
+                "auc_gain": round(self.auc_pct - self.auc_gray_pct, 2),
+                "psnr_gain": round(self.psnr_db - self.psnr_gray_db, 2),
+                "delta_a": round(self.delta_a, 2), "delta_b": round(self.delta_b, 2),
+                "below_gray": self.below_gray, "colourfulness_pct": round(self.colourfulness_share_pct, 1)}
 
 
 @dataclass(frozen=True)
@@ -216,6 +272,7 @@ class ImageQualityReport:
     ours: MethodScores
     grayscale: MethodScores
     colourfulness_truth: float
+    per_image: PerImageSummary
     images: list[ImageScores]
     sheet_path: str | None
     sheet_rows: int
@@ -239,11 +296,21 @@ class ImageQualityReport:
             ("colourfulness M, mean (truth {})".format(cell(self.colourfulness_truth)),
              self.ours.colourfulness, self.grayscale.colourfulness),
         ]
-        width = max(len(name) for name, _, _ in rows)
+        per = self.per_image
+        per_rows = [
+            ("per image: AuC rebalanced, mean (%)", per.auc_rebalanced_pct, per.auc_rebalanced_gray_pct),
+            ("per image: AuC plain, mean (%)", per.auc_pct, per.auc_gray_pct),
+            ("per image: PSNR, mean (dB)", per.psnr_db, per.psnr_gray_db),
+        ]
+        width = max(len(name) for name, _, _ in rows + per_rows)
         lines = [f"{Path(self.model).name} on {self.image_count} image(s) from {self.images_dir} "
                  f"({self.seconds:.1f} s)",
-                 f"{'metric':<{width}}  {'ours':>9}  {'grayscale':>9}"]
+                 f"{'pooled over all pixels':<{width}}  {'ours':>9}  {'grayscale':>9}"]
         lines += [f"{name:<{width}}  {cell(ours):>9}  {cell(gray):>9}" for name, ours, gray in rows]
+        lines += [f"{'each image on its own':<{width}}  {'ours':>9}  {'grayscale':>9}"]
+        lines += [f"{name:<{width}}  {cell(ours):>9}  {cell(gray):>9}" for name, ours, gray in per_rows]
+        lines.append(f"colour cast, mean of ours minus truth: a* {per.delta_a:+.2f}, b* {per.delta_b:+.2f}; "
+                     f"{per.below_gray} of {per.images} images below grayscale on rebalanced AuC")
         if self.sheet_path:
             lines.append(f"contact sheet: {self.sheet_path} ({self.sheet_rows} rows: "
                          f"{' | '.join(SHEET_COLUMNS)})")
@@ -323,26 +390,56 @@ class _Totals:
 _ZERO_AB = np.zeros((2, 8, 8), np.float32)
 
 
-def _score_image(name: str, rgb: np.ndarray, predicted_ab: np.ndarray, totals: _Totals, sheet_rows: int) -> None:
-    height, width = rgb.shape[:2]
+@dataclass(frozen=True)
+class ScoredImage:
+    """:func:`score_image`'s result: the scores, both pictures (RGB uint8 H×W×3), the per-pixel ab
+    errors (float32 H×W, Lab units) of ours and of the baseline, and the ground truth's bins (int64 H×W)."""
+
+    scores: ImageScores
+    ours_rgb: np.ndarray
+    gray_rgb: np.ndarray
+    err_ours: np.ndarray
+    err_gray: np.ndarray
+    bins: np.ndarray
+
+
+def score_image(name: str, rgb: np.ndarray, predicted_ab: np.ndarray,
+                colour: ColourSettings = ColourSettings()) -> ScoredImage:
+    """Score one colorization: ground truth RGB uint8 H×W×3 and predicted ab float32 2×h×w, put on
+    the image as ``colour`` says (the ab error is that of the upsampled ab, before the RGB gamut)."""
     truth_ab = lab_ab(rgb)
     bins = nearest_bins(truth_ab)
-    err_ours = ab_error(resize_ab(predicted_ab, height, width), truth_ab)
+    code = lightness_code(rgb)
+    ours_ab = frame_ab(code, predicted_ab, colour)
+    err_ours = ab_error(ours_ab, truth_ab)
     err_gray = ab_error(np.zeros_like(truth_ab), truth_ab)
-    totals.tally_ours.add(err_ours, bins)
-    totals.tally_gray.add(err_gray, bins)
-    ours_rgb = merge_ab(rgb, predicted_ab)
+    rebalance = class_rebalanced_weights(bins)
+    height, width = rgb.shape[:2]
+    ours_rgb = merge_lightness(code, predicted_ab, colour)
     gray_rgb = merge_ab(rgb, _ZERO_AB)
+    ours_mean_ab = lab_ab(ours_rgb).reshape(-1, 2).mean(0)
+    truth_mean_ab = truth_ab.reshape(-1, 2).mean(0)
     scores = ImageScores(
         name=name, height=height, width=width,
         auc_pct=100.0 * ab_error_auc(err_ours), auc_gray_pct=100.0 * ab_error_auc(err_gray),
+        auc_rebalanced_pct=100.0 * ab_error_auc(err_ours, rebalance),
+        auc_rebalanced_gray_pct=100.0 * ab_error_auc(err_gray, rebalance),
         psnr_db=psnr(ours_rgb, rgb), psnr_gray_db=psnr(gray_rgb, rgb),
         colourfulness=colourfulness(ours_rgb), colourfulness_gray=colourfulness(gray_rgb),
-        colourfulness_truth=colourfulness(rgb))
-    totals.images.append(scores)
+        colourfulness_truth=colourfulness(rgb),
+        delta_a=float(ours_mean_ab[0] - truth_mean_ab[0]), delta_b=float(ours_mean_ab[1] - truth_mean_ab[1]))
+    return ScoredImage(scores, ours_rgb, gray_rgb, err_ours, err_gray, bins)
+
+
+def _score_image(name: str, rgb: np.ndarray, predicted_ab: np.ndarray, totals: _Totals, sheet_rows: int,
+                 colour: ColourSettings) -> None:
+    scored = score_image(name, rgb, predicted_ab, colour)
+    totals.tally_ours.add(scored.err_ours, scored.bins)
+    totals.tally_gray.add(scored.err_gray, scored.bins)
+    totals.images.append(scored.scores)
     if len(totals.sheet_rows) < sheet_rows:
-        labels = [f"{name} (L only)", f"ours  AuC {scores.auc_pct:.1f}%", "ground truth"]
-        totals.sheet_rows.append((labels, [thumbnail(gray_rgb), thumbnail(ours_rgb), thumbnail(rgb)]))
+        labels = [f"{name} (L only)", f"ours  AuC {scored.scores.auc_pct:.1f}%", "ground truth"]
+        totals.sheet_rows.append((labels, [thumbnail(scored.gray_rgb), thumbnail(scored.ours_rgb), thumbnail(rgb)]))
 
 
 def _method_scores(tally: AbErrorTally, psnrs: list[float], colour: list[float], colour_truth: float) -> MethodScores:
@@ -355,7 +452,7 @@ def _method_scores(tally: AbErrorTally, psnrs: list[float], colour: list[float],
 
 def evaluate_images(model_path: Path, images_dir: Path, sheet_path: Path | None = None, limit: int | None = None,
                     sheet_rows: int = DEFAULT_SHEET_ROWS, settings: SessionSettings = SessionSettings(),
-                    batch_size: int = BATCH_SIZE) -> ImageQualityReport:
+                    batch_size: int = BATCH_SIZE, colour: ColourSettings = ColourSettings()) -> ImageQualityReport:
     """Colorize every image of ``images_dir`` (first ``limit``) from its L alone and score it.
 
     Raises ModelError (bad model) or InputError (missing directory, no images, unreadable image,
@@ -373,7 +470,7 @@ def evaluate_images(model_path: Path, images_dir: Path, sheet_path: Path | None 
         inputs = np.stack([model_input(rgb, model.input_size) for rgb in images])
         predicted = model.predict_ab(inputs)
         for path, rgb, ab in zip(batch_paths, images, predicted):
-            _score_image(path.name, rgb, ab, totals, sheet_rows)
+            _score_image(path.name, rgb, ab, totals, sheet_rows, colour)
 
     written_sheet = None
     if sheet_path is not None and totals.sheet_rows:
@@ -395,7 +492,7 @@ def evaluate_images(model_path: Path, images_dir: Path, sheet_path: Path | None 
                             [s.colourfulness for s in totals.images], colour_truth),
         grayscale=_method_scores(totals.tally_gray, [s.psnr_gray_db for s in totals.images],
                                  [s.colourfulness_gray for s in totals.images], colour_truth),
-        colourfulness_truth=colour_truth, images=totals.images,
+        colourfulness_truth=colour_truth, per_image=PerImageSummary.of(totals.images), images=totals.images,
         sheet_path=written_sheet, sheet_rows=len(totals.sheet_rows) if written_sheet else 0,
         seconds=time.perf_counter() - started)
 
@@ -415,7 +512,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images on the contact sheet (default {DEFAULT_SHEET_ROWS})")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N images (sorted by name)")
+    add_colour_arguments(parser)
     return parser
+
+
+def saturation_value(text: str) -> float:
+    """argparse type: a colour strength in 0..2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..2, got '{text}'") from None
+    if not 0.0 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..2, got '{text}'")
+    return value
+
+
+def add_colour_arguments(parser: argparse.ArgumentParser) -> None:
+    """--saturation and --upsampling, as the pipeline's ``colour:`` settings."""
+    parser.add_argument("--saturation", type=saturation_value, default=1.0,
+                        help="colour strength 0..2 as in the pipeline (default 1)")
+    parser.add_argument("--upsampling", choices=("bilinear", "guided"), default=ColourSettings().upsampling,
+                        help=f"how ab reaches the image's size (default {ColourSettings().upsampling})")
+
+
+def colour_settings(args: argparse.Namespace) -> ColourSettings:
+    """The ColourSettings named by :func:`add_colour_arguments`' options."""
+    return ColourSettings(saturation=args.saturation, upsampling=args.upsampling)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def table() -> str:
         report = evaluate_images(args.model, args.images_dir, sheet_path=args.sheet, limit=args.limit,
-                                 sheet_rows=args.sheet_rows)
+                                 sheet_rows=args.sheet_rows, colour=colour_settings(args))
         if args.json is not None:
             write_json_report(args.json, report.to_json())
         return report.format_table()

@@ -36,10 +36,10 @@ import av
 import cv2
 import numpy as np
 
-from models.evaluate import AbErrorTally, ab_error, nearest_bins, psnr
+from models.evaluate import AbErrorTally, ab_error, add_colour_arguments, colour_settings, nearest_bins, psnr
 from models.runtime import ColorModel, SessionSettings
 from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
-from stages.lab import lightness_code, merge_lightness, model_input
+from stages.lab import ColourSettings, lightness_code, merge_lightness, model_input
 from stages.temporal import TemporalConfig, TemporalSmoother
 from stream.errors import InputError
 
@@ -172,13 +172,17 @@ class VideoMethodScores:
 
     ``flicker``: mean motion-compensated ab change between consecutive frames (Lab units, ≥ 0).
     ``psnr_db``, ``auc_pct``, ``auc_rebalanced_pct``: against the original colour (nan if none).
-    ``seconds_per_frame``: the colorization path (model input, inference, [smoother], merge).
+    ``delta_a`` / ``delta_b``: colour cast, the mean a* / b* of the output minus the original's over
+    all frames (Lab units; nan without colour). ``seconds_per_frame``: the colorization path
+    (model input, inference, [smoother], merge).
     """
 
     flicker: float
     psnr_db: float
     auc_pct: float
     auc_rebalanced_pct: float
+    delta_a: float
+    delta_b: float
     seconds_per_frame: float
 
 
@@ -200,7 +204,8 @@ class FrameScores:
 
 @dataclass(frozen=True)
 class VideoQualityReport:
-    """Result of :func:`evaluate_video`; ``temporal`` and ``temporal_config`` are None when not evaluated."""
+    """Result of :func:`evaluate_video`; ``temporal`` and ``temporal_config`` are None when not evaluated.
+    ``grayscale`` scores the frames' own lightness with no colour (the baseline a colorizer must beat)."""
 
     model: str
     video: str
@@ -210,6 +215,7 @@ class VideoQualityReport:
     has_colour: bool
     per_frame: VideoMethodScores
     temporal: VideoMethodScores | None
+    grayscale: VideoMethodScores
     temporal_config: dict | None
     smoother_seconds_per_frame: float
     scene_cuts: list[int]
@@ -252,6 +258,10 @@ class VideoQualityReport:
                  self.temporal and self.temporal.auc_pct, 2),
                 ("AuC ab error <= 0..150, rebalanced (%)", self.per_frame.auc_rebalanced_pct,
                  self.temporal and self.temporal.auc_rebalanced_pct, 2),
+                ("colour cast, mean a* minus original's", self.per_frame.delta_a,
+                 self.temporal and self.temporal.delta_a, 2),
+                ("colour cast, mean b* minus original's", self.per_frame.delta_b,
+                 self.temporal and self.temporal.delta_b, 2),
                 ("colorization path (ms/frame)", self.per_frame.seconds_per_frame * ms,
                  self.temporal and self.temporal.seconds_per_frame * ms, 2)]
         width = max(len(r[0]) for r in rows)
@@ -264,6 +274,10 @@ class VideoQualityReport:
                 else f"{temporal - base:+.{digits}f}"
             lines.append(f"{name:<{width}}  {cell(base, digits):>10}  "
                          f"{cell(temporal, digits) if temporal is not None else '-':>10}  {change:>9}")
+        if self.has_colour:
+            gray = self.grayscale
+            lines.append(f"grayscale baseline (no colour): PSNR {cell(gray.psnr_db)} dB, AuC {cell(gray.auc_pct)} %, "
+                         f"rebalanced {cell(gray.auc_rebalanced_pct)} %")
         if self.temporal is not None:
             cuts = ", ".join(str(i) for i in self.scene_cuts[:12]) + (" …" if len(self.scene_cuts) > 12 else "")
             lines.append(f"flicker {cell(self.flicker_reduction_pct, 1)} % lower with temporal smoothing; "
@@ -322,20 +336,34 @@ class SideBySideWriter:
 class _Method:
     tally: AbErrorTally = field(default_factory=AbErrorTally)
     psnrs: list[float] = field(default_factory=list)
+    ab_shift: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, rgb: np.ndarray, out_ab: np.ndarray, original: np.ndarray, true_ab: np.ndarray,
+            true_bins: np.ndarray | None) -> float:
+        """Score one output frame against the original; returns its PSNR."""
+        value = psnr(rgb, original)
+        self.psnrs.append(value)
+        if true_bins is not None:
+            self.tally.add(ab_error(out_ab, true_ab), true_bins)
+            self.ab_shift.append(out_ab.reshape(-1, 2).mean(0) - true_ab.reshape(-1, 2).mean(0))
+        return value
+
     def scores(self, flicker: float, frames: int, has_colour: bool) -> VideoMethodScores:
+        shift = np.mean(self.ab_shift, axis=0) if has_colour and self.ab_shift else (math.nan, math.nan)
         return VideoMethodScores(
             flicker=flicker,
             psnr_db=float(np.mean(self.psnrs)) if has_colour and self.psnrs else math.nan,
             auc_pct=100.0 * self.tally.auc() if has_colour else math.nan,
             auc_rebalanced_pct=100.0 * self.tally.auc(rebalanced=True) if has_colour else math.nan,
+            delta_a=float(shift[0]), delta_b=float(shift[1]),
             seconds_per_frame=self.seconds / frames if frames else math.nan)
 
 
 def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: TemporalConfig | None,
                     *, name: str = "frames", has_colour: bool | None = None,
-                    sample: SideBySideWriter | None = None) -> VideoQualityReport:
+                    sample: SideBySideWriter | None = None,
+                    colour: ColourSettings = ColourSettings()) -> VideoQualityReport:
     """Evaluate colour (or gray) RGB uint8 frames given in presentation order; see the module docstring.
 
     ``has_colour``: whether the frames are ground truth for PSNR/AuC; None decides from their mean
@@ -344,7 +372,7 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
     """
     started = time.perf_counter()
     smoother = TemporalSmoother(temporal) if temporal is not None else None
-    per_frame, smoothed = _Method(), _Method()
+    per_frame, smoothed, grayscale = _Method(), _Method(), _Method()
     meter = FlickerMeter()
     frame_scores: list[FrameScores] = []
     smoother_seconds, chroma_sum, count, height, width = 0.0, 0.0, 0, 0, 0
@@ -356,7 +384,7 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
         ab = model.predict_ab(model_input(gray, model.input_size)[None])[0]
         lightness = lightness_code(gray)
         t1 = time.perf_counter()
-        out_plain = merge_lightness(lightness, ab)
+        out_plain = merge_lightness(lightness, ab, colour)
         t2 = time.perf_counter()
         prep_infer, merge = t1 - t0, t2 - t1
         per_frame.seconds += prep_infer + merge
@@ -366,7 +394,7 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
             t3 = time.perf_counter()
             ab_smooth = smoother.update(lightness, ab)
             t4 = time.perf_counter()
-            out_smooth = merge_lightness(lightness, ab_smooth)
+            out_smooth = merge_lightness(lightness, ab_smooth, colour)
             t5 = time.perf_counter()
             smoother_seconds += t4 - t3
             smoothed.seconds += prep_infer + (t4 - t3) + (t5 - t4)
@@ -385,10 +413,8 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
             out_lab = to_lab(rgb)
             flickers[key] = meter.change(key, _shrink(out_lab, size))
             method = per_frame if key == "per_frame" else smoothed
-            psnrs[key] = psnr(rgb, original)
-            method.psnrs.append(psnrs[key])
-            if true_bins is not None:
-                method.tally.add(ab_error(out_lab[:, :, 1:], true_ab), true_bins)
+            psnrs[key] = method.add(rgb, np.ascontiguousarray(out_lab[:, :, 1:]), original, true_ab, true_bins)
+        grayscale.add(gray, np.zeros_like(true_ab), original, true_ab, true_bins)
         frame_scores.append(FrameScores(
             index=index, flicker_per_frame=flickers["per_frame"], flicker_temporal=flickers.get("temporal", math.nan),
             psnr_per_frame_db=psnrs["per_frame"], psnr_temporal_db=psnrs.get("temporal", math.nan),
@@ -407,6 +433,7 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
         model=str(model.path), video=name, frame_count=count, height=height, width=width, has_colour=has_colour,
         per_frame=per_frame.scores(meter.mean("per_frame"), count, has_colour),
         temporal=smoothed.scores(meter.mean("temporal"), count, has_colour) if smoother is not None else None,
+        grayscale=grayscale.scores(0.0, count, has_colour),
         temporal_config=asdict(temporal) if temporal is not None else None,
         smoother_seconds_per_frame=smoother_seconds / count if smoother is not None else math.nan,
         scene_cuts=[s.index for s in frame_scores if s.scene_cut],
@@ -416,8 +443,8 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
 
 def evaluate_video(model_path: Path, video_path: Path, temporal: TemporalConfig | None,
                    max_frames: int | None = None, *, sample_path: Path | None = None,
-                   has_colour: bool | None = None, settings: SessionSettings = SessionSettings()
-                   ) -> VideoQualityReport:
+                   has_colour: bool | None = None, settings: SessionSettings = SessionSettings(),
+                   colour: ColourSettings = ColourSettings()) -> VideoQualityReport:
     """Colorize the first ``max_frames`` frames (all if None) of a video from their lightness, per frame and
     (unless ``temporal`` is None) temporally smoothed with that config, and score both.
 
@@ -428,7 +455,8 @@ def evaluate_video(model_path: Path, video_path: Path, temporal: TemporalConfig 
     labels = ["per-frame", "temporal"] if temporal is not None else ["per-frame", "gray input"]
     sample = SideBySideWriter(sample_path, rate, labels) if sample_path is not None else None
     try:
-        return evaluate_frames(model, frames, temporal, name=str(video_path), has_colour=has_colour, sample=sample)
+        return evaluate_frames(model, frames, temporal, name=str(video_path), has_colour=has_colour, sample=sample,
+                               colour=colour)
     finally:
         if sample is not None:
             sample.close()
@@ -462,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the report as JSON")
     parser.add_argument("--sample", type=Path, help="write an H.264 MP4 with per-frame | temporal side by side")
     parser.add_argument("--no-temporal", action="store_true", help="score the per-frame colorization only")
+    add_colour_arguments(parser)
     hints = typing.get_type_hints(TemporalConfig)
     for f in dataclasses.fields(TemporalConfig):
         if f.name == "enabled":
@@ -484,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(TemporalConfig) if f.name != "enabled"})
 
     def table() -> str:
-        report = evaluate_video(args.model, args.video, temporal, args.max_frames, sample_path=args.sample)
+        report = evaluate_video(args.model, args.video, temporal, args.max_frames, sample_path=args.sample,
+                                colour=colour_settings(args))
         if args.json is not None:
             write_json_report(args.json, report.to_json())
         return report.format_table()

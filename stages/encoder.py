@@ -182,7 +182,7 @@ class Encoder(Stage):
         """On a colour thread: the frame's ``lightness`` (uint16 H×W, :func:`stages.lab.lightness_code`)
         with the colours ``ab`` (float32 2×h×w), as RGB uint8 H×W×3 (even sizes) and as the yuv420p
         picture x264 takes."""
-        coloured = even_size(merge_lightness(lightness, ab))
+        coloured = even_size(merge_lightness(lightness, ab, self.config.colour))
         return coloured, yuv420p_picture(coloured)
 
     def _write(self, message: Message, colour: Future) -> None:

@@ -9,6 +9,7 @@ Inside the program the dataclasses are trusted: nothing re-validates them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Literal
 
 import yaml
 
+from stages.lab import ColourSettings
 from stages.temporal import TemporalConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +241,7 @@ class PipelineConfig:
     preprocessor: PreprocessorConfig = field(default_factory=PreprocessorConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    colour: ColourSettings = field(default_factory=ColourSettings)
     live: LiveConfig = field(default_factory=LiveConfig)
 
 
@@ -291,8 +294,30 @@ def _build(cls, node: yaml.Node, prefix: str, path: Path):
     return built
 
 
-def _convert(hint, metadata, node: yaml.Node, dotted: str, path: Path):
-    where = f"{path}:{_line(node)}: {dotted}"
+def with_override(config: PipelineConfig, dotted: str, text: str, label: str) -> PipelineConfig:
+    """``config`` with the key ``dotted`` (e.g. 'encoder.crf') set from a command-line value, which is
+    read as a YAML scalar and checked exactly like the file's; ConfigError names ``label`` (the flag)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        node = None
+    if not isinstance(node, yaml.ScalarNode):
+        node = yaml.ScalarNode("tag:yaml.org,2002:str", text)
+    *parents, key = dotted.split(".")
+    owners = [config]
+    for name in parents:
+        owners.append(getattr(owners[-1], name))
+    owner = owners[-1]
+    field_ = next(f for f in dataclasses.fields(owner) if f.name == key)
+    value = _convert(typing.get_type_hints(type(owner))[key], field_.metadata, node, dotted, None, where=label)
+    names = [*parents, key]  # owners[i] holds names[i]
+    for i in reversed(range(len(owners))):
+        value = dataclasses.replace(owners[i], **{names[i]: value})
+    return value
+
+
+def _convert(hint, metadata, node: yaml.Node, dotted: str, path: Path | None, where: str | None = None):
+    where = where or f"{path}:{_line(node)}: {dotted}"
     if dataclasses.is_dataclass(hint):
         return _build(hint, node, dotted + ".", path)
     if typing.get_origin(hint) is Literal:
@@ -315,6 +340,8 @@ def _scalar(kind, metadata, node: yaml.Node, where: str):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     low, high = metadata.get("min"), metadata.get("max")
+    if ok and kind is float and not math.isfinite(value):
+        ok = False
     if ok and ((low is not None and value < low) or (high is not None and value > high)):
         ok = False
     if ok and metadata.get("check") and (problem := metadata["check"](value)):

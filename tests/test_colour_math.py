@@ -114,3 +114,47 @@ def test_yuv420p_picture_is_bt601_limited_range_with_box_filtered_chroma(height,
     luma, quarter = height * width, height * width // 4
     assert np.abs(packed.reshape(-1)[luma:luma + quarter] - u).max() < 1
     assert np.abs(packed.reshape(-1)[luma + quarter:] - v).max() < 1
+
+
+# ---------------------------------------------------------------- colour settings: strength and upsampling
+
+def test_saturation_scales_the_colour_and_zero_gives_the_frames_own_grey():
+    from stages.lab import ColourSettings, frame_ab
+
+    rgb = np.random.default_rng(8).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    ab = np.random.default_rng(9).uniform(-40, 40, (2, 14, 20)).astype(np.float32)
+    code = lightness_code(rgb)
+    for upsampling in ("bilinear", "guided"):
+        full = frame_ab(code, ab, ColourSettings(upsampling=upsampling))
+        half = frame_ab(code, ab, ColourSettings(saturation=0.5, upsampling=upsampling))
+        np.testing.assert_allclose(half, 0.5 * full, atol=1e-3)
+        grey = merge_ab(rgb, ab, ColourSettings(saturation=0.0, upsampling=upsampling))
+        chroma = cv2.cvtColor(grey.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[..., 1:]
+        assert np.abs(chroma).max() < 1.5  # only uint8 rounding is left
+
+
+def test_guided_upsampling_puts_the_colour_edge_on_the_lightness_edge():
+    """A dark left half that the model saw as blue and a bright right half it saw as red: bilinear
+    stretching smears the change over a whole ab cell (10 px here), the guided filter keeps it where
+    the lightness changes."""
+    from stages.lab import ColourSettings, frame_ab
+
+    height, width, edge = 40, 400, 203  # the edge falls inside an ab cell, not on its border
+    lightness = np.full((height, width), 30.0, np.float32)
+    lightness[:, edge:] = 80.0
+    code = np.uint16(np.rint(lightness * LIGHTNESS_CODE_PER_L))
+    ab = np.zeros((2, 4, 40), np.float32)
+    cell_of_edge = edge * 40 // width
+    ab[1, :, :cell_of_edge] = -40.0   # blue (b < 0)
+    ab[0, :, cell_of_edge + 1:] = 40.0  # red (a > 0); the cell holding the edge is a neutral mix
+    bilinear = frame_ab(code, ab, ColourSettings(upsampling="bilinear"))
+    guided = frame_ab(code, ab, ColourSettings(upsampling="guided"))
+
+    def bleed(result: np.ndarray) -> float:
+        """Mean distance of ab, within 8 px of the edge, from the colour of its own side."""
+        left = result[:, edge - 8:edge] - np.float32([0.0, -40.0])
+        right = result[:, edge:edge + 8] - np.float32([40.0, 0.0])
+        return float(np.concatenate([np.linalg.norm(left, axis=-1), np.linalg.norm(right, axis=-1)]).mean())
+
+    assert bleed(guided) < 0.7 * bleed(bilinear)
+    assert np.abs(guided).max() <= 127.0

@@ -40,6 +40,8 @@ def test_an_empty_file_means_defaults(tmp_path):
     ("encoder:\n  crf: [1\n", ": malformed YAML"),
     ("encoder:\n  temporal:\n    strength: 1.5\n",
      ":3: encoder.temporal.strength: expected a number in 0.0..0.99, found '1.5'"),
+    ("colour:\n  saturation: 2.5\n", ":2: colour.saturation: expected a number in 0.0..2.0, found '2.5'"),
+    ("colour:\n  upsampling: nearest\n", ":2: colour.upsampling: expected one of bilinear, guided, found 'nearest'"),
 ])
 def test_bad_files_name_file_line_key_and_expectation(tmp_path, text, message):
     path = write(tmp_path, text)

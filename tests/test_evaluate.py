@@ -189,6 +189,28 @@ def test_report_json_and_table_from_the_cli(colour_model, synthetic_dir, tmp_pat
     assert set(data["ours"]) == {"auc_pct", "auc_rebalanced_pct", "psnr_db", "colourfulness",
                                  "colourfulness_share_pct"}
     assert data["sheet_path"] is None
+    assert set(data["per_image"]) >= {"auc_rebalanced_pct", "auc_rebalanced_gray_pct", "delta_a", "delta_b",
+                                      "below_gray", "colourfulness_share_pct"}
+    assert "colour cast, mean of ours minus truth" in table and "each image on its own" in table
+
+
+def test_per_image_figures_report_the_colour_cast_and_images_below_grayscale(colour_model, synthetic_dir):
+    report = evaluate_images(colour_model, synthetic_dir)
+    per = report.per_image
+    # two images are the model's own colour (no cast), the neutral one gets ab = (15, 25) added
+    neutral = next(s for s in report.images if s.name.startswith("c_"))
+    assert neutral.delta_a == pytest.approx(CONSTANT_AB[0], abs=2.0)
+    assert neutral.delta_b == pytest.approx(CONSTANT_AB[1], abs=2.5)
+    assert per.delta_a == pytest.approx(np.mean([s.delta_a for s in report.images]))
+    assert per.images == 3 and per.below_gray == 1
+    assert per.auc_rebalanced_pct == pytest.approx(np.mean([s.auc_rebalanced_pct for s in report.images]))
+
+
+def test_saturation_zero_scores_exactly_the_grayscale_baseline(colour_model, synthetic_dir):
+    from stages.lab import ColourSettings
+
+    report = evaluate_images(colour_model, synthetic_dir, colour=ColourSettings(saturation=0.0))
+    assert report.ours == report.grayscale
 
 
 @needs_cbsd68
