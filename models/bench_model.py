@@ -7,8 +7,8 @@ The model is checked against the pipeline's contract and opened on the named pro
 Its input is a fixed pseudo-random batch of L − 50 values (float32 N×1×H×W, uniform in −50..50, seed 0).
 After ``warmup`` untimed runs, ``loop`` runs of ``session.run`` are timed one by one (wall clock, so the
 transfer to and from a device is included; the pipeline's own pre- and post-processing is not).
-The summary follows the Ascend ``msame`` tool's wording: per-inference average, p50 and p99 in ms, and
-throughput as inferences/s and frames/s (= inferences/s × batch).
+The report gives the per-inference mean, p50, p99, min and max in ms (the figures the Ascend ``msame``
+tool prints), and throughput as inferences/s and frames/s (= inferences/s × batch).
 """
 from __future__ import annotations
 
@@ -47,19 +47,18 @@ class BenchResult:
     frames_per_s: float
 
     def summary(self) -> str:
-        """msame-style lines."""
+        """A readable report, in the style of the other commands' tables."""
         dims = lambda shape: "×".join(map(str, shape))  # noqa: E731
         threads = self.intra_op_threads or "auto"
         return "\n".join([
-            f"[INFO] model: {self.model} (input {dims(self.input_shape)}, output {dims(self.output_shape)})",
-            f"[INFO] provider: {self.provider} ({PROVIDERS[self.provider][0]}), intra-op threads: {threads}",
-            f"[INFO] warm-up inferences: {self.warmup}, timed inferences: {self.loop}, batch: {self.batch}",
-            f"Inference average time : {self.mean_ms:.3f} ms",
-            f"Inference p50 time : {self.p50_ms:.3f} ms",
-            f"Inference p99 time : {self.p99_ms:.3f} ms",
-            f"Inference min/max time : {self.min_ms:.3f} / {self.max_ms:.3f} ms",
-            f"Throughput : {self.inferences_per_s:.2f} inferences/s, {self.frames_per_s:.2f} frames/s",
-            "[INFO] bench-model success",
+            f"{Path(self.model).name}: input {dims(self.input_shape)}, output {dims(self.output_shape)}; "
+            f"provider {self.provider} ({PROVIDERS[self.provider][0]}), intra-op threads {threads}; "
+            f"batch {self.batch}, {self.warmup} warm-up and {self.loop} timed inferences",
+            f"inference time, mean      {self.mean_ms:9.3f} ms",
+            f"inference time, p50       {self.p50_ms:9.3f} ms",
+            f"inference time, p99       {self.p99_ms:9.3f} ms",
+            f"inference time, min / max {self.min_ms:9.3f} / {self.max_ms:.3f} ms",
+            f"throughput                {self.inferences_per_s:9.2f} inferences/s, {self.frames_per_s:.2f} frames/s",
         ])
 
 

@@ -389,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "flags the first node below the threshold.")
     parser.add_argument("model_a", type=Path, help="reference ONNX model (e.g. FP32)")
     parser.add_argument("model_b", type=Path, help="ONNX model to check (e.g. INT8)")
-    parser.add_argument("--provider-a", choices=list(PROVIDERS), default="cpu")
-    parser.add_argument("--provider-b", choices=list(PROVIDERS), default="cpu")
+    parser.add_argument("--provider-a", choices=list(PROVIDERS), default="cpu",
+                        help="inference provider that runs MODEL_A (default cpu)")
+    parser.add_argument("--provider-b", choices=list(PROVIDERS), default="cpu",
+                        help="inference provider that runs MODEL_B (default cpu)")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
                         help="images (default ../shared/data/val/cbsd68)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,

@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     parser.add_argument("--reduce-range", action="store_true",
                         help="7-bit weights, for CPUs without VNNI where u8s8 products can saturate")
-    parser.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax")
+    parser.add_argument("--calibration", choices=("minmax", "entropy", "percentile"), default="minmax",
+                        help="how activation ranges are chosen from the calibration images (default minmax)")
     parser.add_argument("--quantize-logits", action="store_true",
                         help="quantize the Conv producing the 313 bin scores too (default: float, like the tail)")
     return parser

@@ -24,16 +24,17 @@ from typing import Callable
 import zmq
 
 from models import DEFAULT_MODEL_PATH
+from stream import __version__
 from models.runtime import ColorModel, ModelError, SessionSettings
 from stream.accounting import account_of
-from stream.config import ConfigError, PipelineConfig, load_config
+from stream.config import ConfigError, PipelineConfig, load_config, with_override
 from stream.errors import InputError, PipelineError
-from stream.output_path import check_output_location
+from stream.output_path import check_output_location, existing_output
 from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
-from stream.still_image import IMAGE_SUFFIXES, colorize_image
+from stream.still_image import IMAGE_SUFFIXES, colorize_image, is_still_image
 from stream.supervisor import Supervisor
 
 VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -64,16 +65,30 @@ def run_subcommand(name: str, argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorize",
+        usage="colorize INPUT -o OUTPUT [options]\n       colorize COMMAND [options]   (COMMAND: see below)",
         description="Colorize a black-and-white video or image (Zhang et al. 2016 model, ONNX Runtime).",
         epilog="other commands (run 'colorize COMMAND --help'):\n" + "\n".join(
             f"  {name:15} {text}" for name, (_, text) in SUBCOMMANDS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("input", help="video file (anything FFmpeg reads) or image (jpg, png, bmp, tif)")
+    parser.add_argument("input", help="video file (anything FFmpeg reads) or image (jpg, png, bmp, tif, webp, "
+                                      "single-picture gif)")
     parser.add_argument("-o", "--output", required=True,
-                        help="output: .mp4/.m4v/.mov/.mkv for video (H.264), an image suffix for images")
+                        help="output: .mp4/.m4v/.mov/.mkv for video (H.264); .jpg/.png/.bmp/.tif/.webp for images")
     parser.add_argument("--config", type=Path, help="pipeline YAML (default: built-in defaults, see configs/default.yaml)")
     parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("-n", "--no-overwrite", action="store_true",
+                        help="if the output file exists, keep it and do nothing (exit 0)")
+    parser.add_argument("--saturation", metavar="S",
+                        help="colour strength 0..2: 0 = grey, 1 = the model's colour (colour.saturation, default 1)")
+    parser.add_argument("--crf", metavar="N", help="x264 quality 0..51, lower is better (encoder.crf, default 18)")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="x264 preset, ultrafast .. veryslow (encoder.preset, default veryfast)")
+    parser.add_argument("--provider", metavar="NAME",
+                        help="inference device: cpu, cuda, npu or openvino (inference.provider, default cpu)")
+    parser.add_argument("--device-id", metavar="N", help="which GPU/NPU for cuda and npu (inference.device_id, default 0)")
+    parser.add_argument("--version", action="version", version=f"colorize {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     add_live_arguments(parser)
     return parser
@@ -90,6 +105,8 @@ class Request:
     is_image: bool
     stream_index: int
     quiet: bool
+    skip: bool = False
+    """The output exists and -n says keep it: nothing is to be done."""
 
 
 def validate(args: argparse.Namespace) -> Request:
@@ -102,7 +119,7 @@ def validate(args: argparse.Namespace) -> Request:
         if source.is_dir():
             raise InputError(f"input is a directory, not a file: {source}")
     output = Path(args.output)
-    is_image = not is_url and source.suffix.lower() in IMAGE_SUFFIXES
+    is_image = not is_url and is_still_image(source)
     allowed = IMAGE_SUFFIXES if is_image else set(VIDEO_FORMATS)
     if output.suffix.lower() not in allowed:
         kind = "an image" if is_image else "a video"
@@ -112,13 +129,35 @@ def validate(args: argparse.Namespace) -> Request:
     if not is_url and (output.resolve() == source.resolve()
                        or (output.exists() and os.path.samefile(output, source))):
         raise InputError(f"output path is the same as the input: {output}")
+    skip = existing_output(output, getattr(args, "overwrite", False), getattr(args, "no_overwrite", False))
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
-    config = load_config(args.config)
+    config = run_config(args)
     model = args.model or DEFAULT_MODEL_PATH
     if args.model is None and not model.is_file():
         raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
-    return Request(args.input, output, model, config, is_image, args.stream, args.quiet)
+    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, skip)
+
+
+COMMAND_LINE_OVERRIDES = {
+    # option dest: (config key, flag as the user writes it)
+    "crf": ("encoder.crf", "--crf"),
+    "preset": ("encoder.preset", "--preset"),
+    "provider": ("inference.provider", "--provider"),
+    "device_id": ("inference.device_id", "--device-id"),
+    "saturation": ("colour.saturation", "--saturation"),
+}
+
+
+def run_config(args: argparse.Namespace) -> PipelineConfig:
+    """The config file (or the defaults) with the command line's overrides, each checked like the
+    YAML key it replaces; raises ConfigError."""
+    config = load_config(args.config)
+    for dest, (key, flag) in COMMAND_LINE_OVERRIDES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            config = with_override(config, key, value, flag)
+    return config
 
 
 @dataclass(frozen=True)
@@ -213,7 +252,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
 def run_image(request: Request) -> int:
     model = ColorModel(request.model, SessionSettings(provider=request.config.inference.provider,
                                                      device_id=request.config.inference.device_id))
-    height, width = colorize_image(Path(request.input), request.output, model)
+    height, width = colorize_image(Path(request.input), request.output, model, request.config.colour)
     if not request.quiet:
         print(f"{width}x{height} image -> {request.output}", file=sys.stderr)
     return 0
@@ -237,10 +276,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def colorize(args: argparse.Namespace) -> int:
     """The main command on its parsed arguments: a live run, an image or a video file."""
-    if is_live_run(args):
-        return run_live(validate_live(args))
-    refuse_live_options(args)
-    request = validate(args)
+    live = is_live_run(args)
+    if not live:
+        refuse_live_options(args)
+    request = validate_live(args) if live else validate(args)
+    if request.skip:
+        if not request.quiet:
+            print(f"{request.output} exists: kept, nothing done (-n)", file=sys.stderr)
+        return 0
+    if live:
+        return run_live(request)
     return run_image(request) if request.is_image else run_video(request)
 
 

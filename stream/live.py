@@ -29,9 +29,9 @@ from models.runtime import ColorModel, ModelError, SessionSettings
 from stages.live_links import new_channel, side_endpoint
 from stages.live_source import is_network_url
 from stages.outputs import publish_format, segment_glob, segment_pattern
-from stream.config import PipelineConfig, load_config
+from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
-from stream.output_path import check_output_location
+from stream.output_path import check_output_location, existing_output
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
 from stream.supervisor import RunReport, Supervisor
@@ -73,6 +73,8 @@ class LiveRequest:
     quiet: bool
     duration_s: float = 0.0
     preview: tuple[str, int] | None = None
+    skip: bool = False
+    """The output file exists and -n says keep it: nothing is to be done."""
 
     @property
     def publishing(self) -> bool:
@@ -81,7 +83,7 @@ class LiveRequest:
 
 def validate_live(args: argparse.Namespace) -> LiveRequest:
     """Check a live command line; raise InputError/ConfigError/ModelError with one line."""
-    from stream.cli import VIDEO_FORMATS
+    from stream.cli import VIDEO_FORMATS, run_config
     from stream.preview import parse_address
 
     if not is_network_url(args.input):
@@ -91,12 +93,14 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         if source.is_dir():
             raise InputError(f"input is a directory, not a file: {source}")
     output_format = publish_format(args.output)
+    skip = False
     if output_format is None:
         output = Path(args.output)
         if output.suffix.lower() not in VIDEO_FORMATS:
             raise InputError(f"unknown output extension '{output.suffix or '(none)'}' for a video: "
                              f"use one of {', '.join(sorted(VIDEO_FORMATS))} or a stream URL (rtsp://, rtmp://)")
         check_output_location(output)
+        skip = existing_output(output, args.overwrite, args.no_overwrite)
         output_format = VIDEO_FORMATS[output.suffix.lower()]
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
@@ -108,12 +112,12 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
             preview = parse_address(args.preview)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-    config = load_config(args.config)
+    config = run_config(args)
     model = args.model or DEFAULT_MODEL_PATH
     if args.model is None and not model.is_file():
         raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
     return LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
-                       args.duration or 0.0, preview)
+                       args.duration or 0.0, preview, skip)
 
 
 @dataclass

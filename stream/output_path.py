@@ -17,3 +17,20 @@ def check_output_location(output: Path) -> None:
         raise InputError(f"output directory is not writable: {parent}")
     if output.is_dir():
         raise InputError(f"output is a directory: {output}")
+
+
+def existing_output(output: Path, overwrite: bool, keep: bool) -> bool:
+    """FFmpeg's rule for an output file that already exists: True means skip the run (``keep``, -n).
+
+    Raises :class:`InputError` when it exists and neither ``overwrite`` (-y) nor ``keep`` was given,
+    or when both were; the existing file is never touched here.
+    """
+    if overwrite and keep:
+        raise InputError("-y (overwrite) and -n (keep existing outputs) contradict each other: give one")
+    if not output.exists():
+        return False
+    if keep:
+        return True
+    if not overwrite:
+        raise InputError(f"output exists: {output} (-y replaces it, -n keeps it and skips the run)")
+    return False

@@ -253,7 +253,7 @@ def profile(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="colorize-profile-") as scratch:
         output = args.output or Path(scratch) / f"{Path(args.input).stem or 'profile'}.mp4"
         request = validate(argparse.Namespace(input=args.input, output=output, config=args.config,
-                                              model=args.model, stream=0, quiet=True))
+                                              model=args.model, stream=0, quiet=True, overwrite=True))
         if request.is_image:
             raise InputError(f"profile runs on videos, not images: {args.input}")
         refuse_leased_stages(request.config)

@@ -11,14 +11,33 @@ from pathlib import Path
 import cv2
 
 from models.runtime import ColorModel
-from stages.lab import merge_ab, model_input
+from stages.lab import ColourSettings, merge_ab, model_input
 from stream.errors import InputError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+"""Suffixes of still images, as inputs and as outputs."""
+ANIMATION_SUFFIXES = {".gif", ".webp"}
+"""Suffixes that may hold one picture (a still) or an animation (a video, read by FFmpeg)."""
 
 
-def colorize_image(source: Path, destination: Path, model: ColorModel) -> tuple[int, int]:
-    """Colorize ``source`` into ``destination`` (written to a temporary name, then renamed).
+def is_still_image(path: Path) -> bool:
+    """Whether ``path`` (an existing file) is colorized as a still: an image suffix, or a GIF/WebP
+    that holds a single picture. An animated GIF or WebP is a video."""
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES | ANIMATION_SUFFIXES:
+        return False
+    if suffix not in ANIMATION_SUFFIXES:
+        return True
+    try:
+        return cv2.imcount(str(path)) == 1
+    except cv2.error:
+        return suffix in IMAGE_SUFFIXES  # unreadable: reported as a bad image, not probed as video
+
+
+def colorize_image(source: Path, destination: Path, model: ColorModel,
+                   colour: ColourSettings = ColourSettings()) -> tuple[int, int]:
+    """Colorize ``source`` into ``destination`` (written to a temporary name, then renamed), the
+    colour put on as ``colour`` says.
 
     Returns the image's (height, width). Raises InputError for an unreadable image.
     """
@@ -27,7 +46,7 @@ def colorize_image(source: Path, destination: Path, model: ColorModel) -> tuple[
         raise InputError(f"not an image file OpenCV can read: {source}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     ab = model.predict_ab(model_input(rgb, model.input_size)[None])[0]
-    result = cv2.cvtColor(merge_ab(rgb, ab), cv2.COLOR_RGB2BGR)
+    result = cv2.cvtColor(merge_ab(rgb, ab, colour), cv2.COLOR_RGB2BGR)
     tmp = destination.with_name(f".{destination.stem}.colorize-{os.getpid()}{destination.suffix}")
     try:
         if not cv2.imwrite(str(tmp), result):

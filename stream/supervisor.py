@@ -214,6 +214,7 @@ class Supervisor:
                 drain_sent = True
                 self.report.interrupted = True
                 self._broadcast(commands, "drain")
+                self.on_notice("interrupted: finishing the frames in flight (Ctrl-C again stops at once)")
         self._broadcast(commands, "stop")
         deadline = time.monotonic() + STOP_GRACE_S
         while self.stats_pending and time.monotonic() < deadline:

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorize worker",
         description="Join a running pipeline as one more worker of a stage (its broker's workers.listen).")
-    parser.add_argument("--stage", choices=LEASED_STAGES, default="inference")
+    parser.add_argument("--stage", choices=LEASED_STAGES, default="inference",
+                        help="which stage of the running pipeline this worker does (default inference)")
     parser.add_argument("--connect", required=True, metavar="ENDPOINT",
                         help="the broker's address, e.g. tcp://10.0.0.5:5560 (printed by the pipeline at start)")
     parser.add_argument("--model", type=Path, help="ONNX model; must be the pipeline's (default: the embedded model)")

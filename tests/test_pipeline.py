@@ -129,6 +129,82 @@ def test_a_jpeg_in_gives_a_jpeg_out(tmp_path, ab_model):
     assert cv2.imread(str(output)).shape == cv2.imread(str(photo)).shape
 
 
+def test_saturation_sets_the_colour_strength_of_a_still_from_grey_to_double(tmp_path, ab_model):
+    photo = sorted(shared_file("val", "cbsd68").glob("*.png"))[3]
+    source = tmp_path / "gray.png"
+    cv2.imwrite(str(source), cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE))
+
+    outputs = iter(range(100))
+
+    def chroma(*flags: str) -> float:
+        output = tmp_path / f"out{next(outputs)}.png"
+        result = run_cli(source, "-o", output, "--model", ab_model, *flags)
+        assert result.returncode == 0, result.stderr
+        lab = cv2.cvtColor(cv2.imread(str(output)).astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
+        return float(np.hypot(lab[..., 1], lab[..., 2]).mean())
+
+    full, half, none = chroma(), chroma("--saturation", "0.5"), chroma("--saturation", "0")
+    assert none < 1.0, "saturation 0 must leave the picture grey"
+    assert half == pytest.approx(full / 2, rel=0.1)
+    config = tmp_path / "strong.yaml"
+    config.write_text("colour:\n  saturation: 0.5\n")
+    assert chroma("--config", str(config)) == pytest.approx(half, rel=0.02)
+
+
+def test_an_existing_output_is_refused_kept_with_n_and_replaced_with_y(tmp_path, ab_model):
+    photo = sorted(shared_file("val", "cbsd68").glob("*.png"))[4]
+    source, output = tmp_path / "gray.png", tmp_path / "colour.png"
+    cv2.imwrite(str(source), cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE))
+    output.write_bytes(b"an earlier result")
+
+    refused = run_cli(source, "-o", output, "--model", ab_model)
+    assert refused.returncode == 2
+    assert refused.stderr == f"error: output exists: {output} (-y replaces it, -n keeps it and skips the run)\n"
+    kept = run_cli(source, "-o", output, "--model", ab_model, "-n")
+    assert kept.returncode == 0 and kept.stderr == f"{output} exists: kept, nothing done (-n)\n"
+    assert output.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["colour.png", "gray.png"]
+
+    replaced = run_cli(source, "-o", output, "--model", ab_model, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert cv2.imread(str(output)).shape == cv2.imread(str(photo)).shape
+
+
+def test_webp_and_single_picture_gif_are_stills_and_an_animated_gif_is_a_video(tmp_path, ab_model):
+    photo = cv2.imread(str(sorted(shared_file("val", "cbsd68").glob("*.png"))[5]), cv2.IMREAD_GRAYSCALE)
+    gray = cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR)
+    assert cv2.imwrite(str(tmp_path / "still.webp"), gray) and cv2.imwrite(str(tmp_path / "still.gif"), gray)
+    for source, output in (("still.webp", "out.webp"), ("still.gif", "out.png")):
+        result = run_cli(tmp_path / source, "-o", tmp_path / output, "--model", ab_model)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == f"{gray.shape[1]}x{gray.shape[0]} image -> {tmp_path / output}\n"
+        colour = cv2.imread(str(tmp_path / output))
+        assert colour.shape == gray.shape and np.abs(colour.astype(int) - gray.astype(int)).mean() > 3
+
+    frames = [np.roll(gray, 8 * i, axis=1) for i in range(5)]
+    assert cv2.imwritemulti(str(tmp_path / "moving.gif"), frames)
+    result = run_cli(tmp_path / "moving.gif", "-o", tmp_path / "moving.mp4", "--model", ab_model, "-q")
+    assert result.returncode == 0, result.stderr
+    assert video_facts(tmp_path / "moving.mp4").frames == 5
+
+
+def test_version_and_usage_name_both_forms_of_the_command():
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout == "colorize 0.1.0\n"
+    usage = run_cli("--help").stdout
+    assert "colorize INPUT -o OUTPUT [options]" in usage and "colorize COMMAND [options]" in usage
+
+
+def test_encoder_flags_override_the_config(tmp_path, ab_model):
+    """--crf and --preset reach x264: the stream's encoder settings (x264 writes them into the stream)."""
+    output = tmp_path / "out.mp4"
+    result = run_cli(shared_file("video", "chaplin.mp4"), "-o", output, "--model", ab_model, "--crf", "30",
+                     "--preset", "ultrafast", "-q")
+    assert result.returncode == 0, result.stderr
+    settings = output.read_bytes()
+    assert b"crf=30.0" in settings and b"subme=0" in settings  # subme 0: ultrafast's signature
+
+
 def wrong_contract_model(tmp_path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
@@ -169,6 +245,8 @@ def bad_input_cases(tmp_path: Path, chaplin: Path, model: Path):
     out = tmp_path / "out.mp4"
     corrupt_model = tmp_path / "corrupt.onnx"
     corrupt_model.write_bytes(b"\x08\x07garbage" * 10)
+    existing = tmp_path / "existing.mp4"
+    existing.write_bytes(b"an earlier result")
     return [
         ((tmp_path / "missing.mp4", "-o", out, "--model", model), f"error: input not found: {tmp_path / 'missing.mp4'}"),
         ((text, "-o", out, "--model", model), f"error: not a media file FFmpeg can read: {text}"),
@@ -185,6 +263,22 @@ def bad_input_cases(tmp_path: Path, chaplin: Path, model: Path):
          "error: model rgb.onnx input 'rgb' has shape N×3×224×224 (tensor(float)); "
          "expected float N×1×H×W with fixed H and W"),
         ((chaplin, "-o", out, "--model", corrupt_model), None),
+        ((chaplin, "-o", out, "--model", model, "--saturation", "3"),
+         "error: --saturation: expected a number in 0.0..2.0, found '3'"),
+        ((chaplin, "-o", out, "--model", model, "--saturation", "nan"),
+         "error: --saturation: expected a number in 0.0..2.0, found 'nan'"),
+        ((chaplin, "-o", out, "--model", model, "--crf", "60"), "error: --crf: expected an integer in 0..51, found '60'"),
+        ((chaplin, "-o", out, "--model", model, "--preset", "quick"),
+         "error: --preset: expected one of ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, "
+         "veryslow, found 'quick'"),
+        ((chaplin, "-o", out, "--model", model, "--provider", "tpu"),
+         "error: --provider: expected one of cpu, cuda, npu, openvino, found 'tpu'"),
+        ((chaplin, "-o", out, "--model", model, "--device-id", "-1"),
+         "error: --device-id: expected an integer >= 0, found '-1'"),
+        ((chaplin, "-o", existing, "--model", model),
+         f"error: output exists: {existing} (-y replaces it, -n keeps it and skips the run)"),
+        ((chaplin, "-o", existing, "--model", model, "-y", "-n"),
+         "error: -y (overwrite) and -n (keep existing outputs) contradict each other: give one"),
         ((chaplin, "-o", out, "--model", model, "--config", config),
          f"error: {config}:2: inference.batch_size: expected an integer >= 1, found '0'"),
     ]
@@ -302,7 +396,9 @@ def test_ctrl_c_keeps_a_playable_partial_file_with_the_frames_done(tmp_path, run
     _, stderr = cli.communicate(timeout=60)
     assert cli.returncode == 130, stderr
     partial = tmp_path / "stopped.partial.mp4"
-    match = re.fullmatch(r"interrupted: kept the (\d+) frames done so far in (.+)", stderr.strip().splitlines()[-1])
+    lines = stderr.strip().splitlines()
+    assert lines[0] == "interrupted: finishing the frames in flight (Ctrl-C again stops at once)"
+    match = re.fullmatch(r"interrupted: kept the (\d+) frames done so far in (.+)", lines[-1])
     assert match and Path(match.group(2)) == partial
     assert not output.exists()
     facts = video_facts(partial)

@@ -436,7 +436,7 @@ def test_running_out_of_room_is_one_clear_line_and_nothing_else_is_touched(tmp_p
     source = write_video(tmp_path / "noisy.mkv", VideoSpec(frames=40, width=320, height=240, noise=True))
     output = folder / "noisy.mp4"
     output.write_bytes(b"the previous, good colorization")
-    outcome = colorize(source, "-o", output, "--model", ab_model, run_tmp=run_tmp,
+    outcome = colorize(source, "-o", output, "--model", ab_model, "-y", run_tmp=run_tmp,
                        file_size_limit=400_000 if limit == "file size limit" else None)
     cause = "no space left on device" if limit == "full disk" else "file too large (file system or ulimit -f limit)"
     assert outcome.returncode == 1
