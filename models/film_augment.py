@@ -12,10 +12,11 @@ import numpy as np
 
 
 def tone_curve(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Gamma 0.7–1.4, contrast 0.7–1.2 about mid-grey, brightness shift ±6 (flicker)."""
+    """Gamma 0.7–1.6, contrast 0.7–1.5 about mid-grey (old prints are often hard, with crushed
+    blacks and burnt-out whites), brightness shift ±6 (flicker)."""
     x = np.clip(l, 0.0, 100.0) / 100.0
-    x = np.power(x, np.float32(rng.uniform(0.7, 1.4)))
-    x = (x - 0.5) * np.float32(rng.uniform(0.7, 1.2)) + 0.5
+    x = np.power(x, np.float32(rng.uniform(0.7, 1.6)))
+    x = (x - 0.5) * np.float32(rng.uniform(0.7, 1.5)) + 0.5
     return x * 100.0 + np.float32(rng.uniform(-6.0, 6.0))
 
 
@@ -62,3 +63,20 @@ def degrade_like_film(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < probability:
             l = degradation(l, rng)
     return np.clip(l, 0.0, 100.0).astype(np.float32, copy=False)
+
+
+def black_bars(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Letterbox or pillarbox: black bars of 5–16 % of the side on both edges (a 4:3 film in a 16:9
+    transfer, a widescreen film on a 4:3 tape). Applied to the RGB crop, so the target there is
+    black with no colour, as in a real transfer. Returns a new array."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    if rng.random() < 0.5:
+        bar = int(w * rng.uniform(0.05, 0.16))
+        out[:, :bar] = 0
+        out[:, w - bar:] = 0
+    else:
+        bar = int(h * rng.uniform(0.05, 0.16))
+        out[:bar] = 0
+        out[h - bar:] = 0
+    return out

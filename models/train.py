@@ -16,7 +16,8 @@ Method:
     a tilt chosen on validation (``models.choose_decoding``);
   * inputs: random resized crops (35–100 % of the stored square, aspect 3:4–4:3) with flips; with
     probability ``--film-prob`` the input lightness is degraded like old film
-    (:mod:`models.film_augment`); the target colour is always the clean photo's;
+    (:mod:`models.film_augment`; the target colour is always the clean photo's), and with
+    probability 0.15 the crop gets black letterbox or pillarbox bars;
   * AdamW, cosine learning-rate decay over the continuation's wall-clock budget after a 200-step
     warm-up; an exponential moving average (EMA, 0.999) of the weights is what gets validated and
     shipped; bfloat16 autocast on CPUs with native bfloat16 (on this AVX-512 BF16 CPU a step
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from models import ANNEAL_T, NUM_BINS, load_bin_centres
-from models.film_augment import degrade_like_film
+from models.film_augment import black_bars, degrade_like_film
 from models.network import AnnealedMean, ColorNet, Decoding, ExportedColorizer
 from models.training_pack import load_pack
 from stages.lab import ColourSettings
@@ -58,6 +59,7 @@ REBALANCE_LAMBDA = 0.5
 AB_GRID_OFFSET = 128  # LUT index = round(ab) + 128, ab in [-128, 127]
 OUTPUT_STRIDE = 4
 WARMUP_STEPS = 200
+BARS_PROBABILITY = 0.15
 EMA_DECAY = 0.999
 SAVE_EVERY_S = 240
 DEFAULT_VAL = Path(__file__).resolve().parents[2] / "shared/data/val/cbsd68"
@@ -151,7 +153,8 @@ class BatchSampler:
         h = int(min(side, round(math.sqrt(area / aspect))))
         y0, x0 = self.rng.integers(side - h + 1), self.rng.integers(side - w + 1)
         patch = cv2.resize(rgb[y0:y0 + h, x0:x0 + w], (self.crop, self.crop), interpolation=cv2.INTER_AREA)
-        return patch[:, ::-1] if self.rng.random() < 0.5 else patch
+        patch = patch[:, ::-1] if self.rng.random() < 0.5 else patch
+        return black_bars(patch, self.rng) if self.rng.random() < BARS_PROBABILITY else patch
 
     def sample(self, batch: int):
         c, o = self.crop, self.crop // OUTPUT_STRIDE
@@ -378,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     current = state["current"]
     current["budget_s"] = args.minutes * 60  # a resumed continuation takes the budget given now
+    log_line(args.workdir, {"event": "start", "continuation": current["index"], "step": state["step"],
+                            "budget_min": args.minutes, "batch": args.batch, "crop": args.crop, "lr": args.lr,
+                            "rebalance_power": args.rebalance_power, "film_prob": args.film_prob,
+                            "bars_prob": BARS_PROBABILITY, "bf16": use_bf16})
     plain_decoding = Decoding().module(torch.from_numpy(centres), torch.zeros(NUM_BINS))
 
     def checkpoint() -> None:

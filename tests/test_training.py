@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.film_augment import DEGRADATIONS, degrade_like_film
+from models.film_augment import DEGRADATIONS, black_bars, degrade_like_film
 from models.training_pack import build_pack, load_pack
 
 torch = pytest.importorskip("torch", reason="training needs PyTorch (pip install .[train])")
@@ -57,6 +57,19 @@ def test_each_film_degradation_changes_lightness_and_keeps_its_shape(degradation
     assert out.min() >= 0.0 and out.max() <= 100.0
 
 
+def test_black_bars_blacken_both_edges_and_leave_the_middle():
+    rgb = np.full((100, 160, 3), 200, np.uint8)
+    seen = set()
+    for seed in range(20):
+        out = black_bars(rgb, np.random.default_rng(seed))
+        assert (out[50, 80] == 200).all() and (rgb == 200).all()
+        if (out[:, 0] == 0).all() and (out[:, -1] == 0).all():
+            seen.add("pillarbox")
+        if (out[0] == 0).all() and (out[-1] == 0).all():
+            seen.add("letterbox")
+    assert seen == {"pillarbox", "letterbox"}
+
+
 def train(*args: str) -> None:
     from models.train import main
     assert main([*args, "--threads", "1"]) == 0
@@ -79,8 +92,9 @@ def test_training_resumes_continues_from_shipped_weights_and_exports_a_runnable_
     first = log_records(workdir)
     assert first[-1]["event"] == "continuation_end" and first[-1]["index"] == 1
     steps_one = first[-1]["total_steps"]
-    assert steps_one > 0 and any(r["event"] == "validation" for r in first)
-    assert {"rbauc_gain", "auc_gain", "psnr_gain", "delta_a", "delta_b", "below_gray"} <= set(first[0])
+    validations = [r for r in first if r["event"] == "validation"]
+    assert first[0]["event"] == "start" and first[0]["step"] == 0 and steps_one > 0 and validations
+    assert {"rbauc_gain", "auc_gain", "psnr_gain", "delta_a", "delta_b", "below_gray"} <= set(validations[0])
 
     train(*common, "--workdir", str(workdir), "--minutes", "0.05")  # a second continuation, same workdir
     second = log_records(workdir)[-1]
