@@ -23,12 +23,41 @@ import numpy as np
 
 from models.runtime import PROVIDERS
 
-PIP_EXTRAS = {
-    "cpu": "pip install colorize",
-    "cuda": "pip install 'colorize[cuda]' (onnxruntime-gpu, in place of onnxruntime)",
-    "npu": "pip install 'colorize[npu]' (onnxruntime-cann, in place of onnxruntime)",
-    "openvino": "pip install 'colorize[openvino]' (onnxruntime-openvino, in place of onnxruntime)",
-}
+RUNTIME_PACKAGES = {"cpu": "onnxruntime", "cuda": "onnxruntime-gpu", "npu": "onnxruntime-cann",
+                    "openvino": "onnxruntime-openvino"}
+"""The onnxruntime build each provider needs. All of them install the same module, ``onnxruntime``,
+so exactly one may be installed: two side by side overwrite each other's files."""
+
+
+def install_command(package: str) -> str:
+    """The commands that leave ``package`` as the only onnxruntime build installed."""
+    others = " ".join(sorted(set(RUNTIME_PACKAGES.values()) - {package}))
+    return f"pip uninstall -y {others}; pip install {package}"
+
+
+PIP_EXTRAS = {name: install_command(package) for name, package in RUNTIME_PACKAGES.items()}
+
+
+def installed_runtimes() -> list[str]:
+    """The onnxruntime builds (distribution names, sorted) installed in this environment."""
+    from importlib import metadata
+
+    found = set()
+    for package in RUNTIME_PACKAGES.values():
+        try:
+            metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+        found.add(package)
+    return sorted(found)
+
+
+def runtime_conflict(installed: list[str]) -> str | None:
+    """One line when more than one onnxruntime build is installed (they overwrite one module), else None."""
+    if len(installed) < 2:
+        return None
+    return (f"{' and '.join(installed)} are installed side by side; they share the module 'onnxruntime', so "
+            f"whichever was installed last is what runs. Keep one: e.g. {install_command(installed[-1])}")
 
 
 @dataclass(frozen=True)
@@ -135,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry: prints the table (or JSON); returns 0 (an unavailable provider is information, not an error)."""
     args = build_parser().parse_args(argv)
     devices = available_devices()
+    conflict = runtime_conflict(installed_runtimes())
     if args.json:
-        print(json.dumps([asdict(d) for d in devices], indent=2))
+        print(json.dumps({"devices": [asdict(d) for d in devices], "runtime_conflict": conflict}, indent=2))
     else:
         print(format_table(devices))
+        if conflict:
+            print(f"warning: {conflict}")
     return 0
 
 

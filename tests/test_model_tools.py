@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from models import ANNEAL_T, load_bin_centres
+from models.providers import RUNTIME_PACKAGES
 from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings
 from tests.conftest import save_colour_model, shared_file
 
@@ -257,12 +259,38 @@ def test_devices_lists_cpu_available_and_says_why_others_are_not(capsys):
     for name in ("cuda", "npu", "openvino"):
         if PROVIDERS[name][0] not in ort.get_available_providers():
             assert not devices[name].available
-            assert devices[name].detail.startswith("package missing") and f"colorize[{name}]" in devices[name].detail
+            assert devices[name].detail.startswith("package missing")
+            assert devices[name].detail.endswith(f"pip install {RUNTIME_PACKAGES[name]}")
             assert "\n" not in devices[name].detail
     assert main([]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["provider", "onnxruntime", "provider"]
     assert table[1].split()[:3] == ["cpu", "CPUExecutionProvider", "available"]
+
+
+def test_devices_warns_when_two_onnxruntime_builds_share_the_module(tmp_path):
+    """pip installs onnxruntime-gpu beside onnxruntime without complaint; both write the module
+    'onnxruntime'. A second build's metadata (what pip leaves) must make `devices` say so and how to fix it."""
+    import subprocess
+    import sys
+
+    from models.providers import install_command, installed_runtimes
+
+    assert installed_runtimes() == ["onnxruntime"]
+    extra = tmp_path / "site"
+    info = extra / "onnxruntime_gpu-1.32.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.32.0\n")
+    env = {**os.environ, "PYTHONPATH": f"{extra}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "stream.cli", "devices"], capture_output=True, text=True,
+                          env=env, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "warning: onnxruntime and onnxruntime-gpu are installed side by side; they share the module "
+        "'onnxruntime', so whichever was installed last is what runs. Keep one: e.g. "
+        f"{install_command('onnxruntime-gpu')}")
+    assert install_command("onnxruntime-gpu") == (
+        "pip uninstall -y onnxruntime onnxruntime-cann onnxruntime-openvino; pip install onnxruntime-gpu")
 
 
 def test_an_unavailable_provider_is_a_one_line_error_not_a_fallback(fp32_model, capsys):
