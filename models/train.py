@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     ap.add_argument("--export", type=Path, help="export the best EMA weights to this ONNX path and exit")
+    ap.add_argument("--last", action="store_true", help="with --export: the last EMA weights, not the best validated")
     ap.add_argument("--save-weights", type=Path, help="with --export: also write the shippable .pt here")
     ap.add_argument("--log-to", type=Path, help="with --export: append this workdir's log records not yet in this file")
     ap.add_argument("--tilt-beta", type=float, default=0.0,
@@ -341,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
 
     val_images = load_validation(args.val)
     if args.export:
-        best = torch.load(best_path if best_path.exists() else ckpt_path, weights_only=False)
+        source = ckpt_path if args.last or not best_path.exists() else best_path
+        best = torch.load(source, weights_only=False)
         ema.load_state_dict(best["ema"])
         decoding = Decoding(args.temperature, args.tilt_beta, args.confidence_power)
         meta = {"architecture": f"ColorNet(width={args.width}) with global context", "steps": str(best["state"]["step"]),

@@ -28,7 +28,7 @@ from stream import __version__
 from models.runtime import ColorModel, ModelError, SessionSettings
 from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config, with_override
-from stream.errors import InputError, PipelineError
+from stream.errors import InputError, PipelineError, error_lines
 from stream.output_path import check_output_location, existing_output
 from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
@@ -295,7 +295,7 @@ def reporting_errors(command: Callable[[], int]) -> int:
     try:
         return command()
     except (InputError, ConfigError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 2
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,8 +1,14 @@
 """Pipeline configuration: typed dataclasses, loaded from YAML and validated at load time.
 
-Errors name the file, the line, the key and what was expected, e.g.::
+Errors name the file, the line, the key and what was expected, every problem of a file at once,
+one a line, e.g.::
 
-    configs/my.yaml:12: inference.batch_size: expected an integer >= 1, found 'eight'
+    configs/my.yaml:12: inference.batch_size: expected an integer in 1..1024, found 'eight'
+    configs/my.yaml:14: inference.batch_size: duplicate key (first on line 12)
+
+Every number is bounded (threads and replicas to a few per core this process may use, queue depths,
+batch sizes, timeouts), NaN and infinities are refused, ``cpu_affinity`` must name CPUs this process
+may run on, and long values are cut short in messages.
 
 Inside the program the dataclasses are trusted: nothing re-validates them.
 """
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +35,37 @@ class ConfigError(Exception):
     """Invalid configuration; the message is one line naming file, line and key."""
 
 
-def _min(value: float) -> dict:
-    return {"min": value}
+def _allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+ALLOWED_CPUS = _allowed_cpus()
+MAX_THREADS = max(8, 4 * len(ALLOWED_CPUS))
+"""Threads or processes per stage: a few per core this process may use. More only slows a run
+(2,000 onnxruntime threads on 2 cores never got to the first frame)."""
+
+
+def _cpu(value: int) -> str | None:
+    if value in ALLOWED_CPUS:
+        return None
+    return f"expected a CPU this process may run on ({_ranges(ALLOWED_CPUS)})"
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] → '0-2, 5'."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+THREADS = {"min": 0, "max": MAX_THREADS}
+REPLICAS = {"min": 0, "max": MAX_THREADS}
+QUEUE_DEPTH = {"min": 1, "max": 10_000}
+AFFINITY = {"item": {"min": 0, "check": _cpu}}
 
 
 def _zmq_endpoint(value: str, wildcard_host: bool) -> str | None:
@@ -60,7 +96,7 @@ class RestartPolicy:
     and the frames they held are sent again, so the output is the same as an undisturbed run's.
     """
 
-    max_restarts: int = field(default=0, metadata=_min(0))
+    max_restarts: int = field(default=0, metadata={"min": 0, "max": 10_000})
 
 
 @dataclass
@@ -78,7 +114,7 @@ class WorkerPool:
     advertise: str = field(default="", metadata={"check": _connect_address})
     heartbeat_interval_s: float = field(default=1.0, metadata={"min": 0.05, "max": 60})
     heartbeat_timeout_s: float = field(default=5.0, metadata={"min": 0.2, "max": 600})
-    window: int = field(default=64, metadata=_min(4))
+    window: int = field(default=64, metadata={"min": 4, "max": 100_000})
 
     def check(self) -> tuple[str, str] | None:
         if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
@@ -106,17 +142,17 @@ class LeasableStage:
 class DecoderConfig:
     """Reads the input and sends RGB frames."""
 
-    threads: int = field(default=0, metadata=_min(0))
-    cpu_affinity: list[int] = field(default_factory=list)
+    threads: int = field(default=0, metadata=THREADS)
+    cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
 
 
 @dataclass
 class PreprocessorConfig(LeasableStage):
     """Resizes frames to the model's input and converts them to L − 50."""
 
-    replicas: int = field(default=1, metadata=_min(0))
-    queue_depth: int = field(default=8, metadata=_min(1))
-    cpu_affinity: list[int] = field(default_factory=list)
+    replicas: int = field(default=1, metadata=REPLICAS)
+    queue_depth: int = field(default=8, metadata=QUEUE_DEPTH)
+    cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     workers: WorkerPool = field(default_factory=WorkerPool)
 
@@ -125,15 +161,15 @@ class PreprocessorConfig(LeasableStage):
 class InferenceConfig(LeasableStage):
     """Runs the ONNX model with onnxruntime; batches up to ``batch_size`` frames."""
 
-    replicas: int = field(default=1, metadata=_min(0))
-    queue_depth: int = field(default=8, metadata=_min(1))
-    batch_size: int = field(default=1, metadata=_min(1))
-    batch_timeout_ms: float = field(default=20.0, metadata=_min(0))
+    replicas: int = field(default=1, metadata=REPLICAS)
+    queue_depth: int = field(default=8, metadata=QUEUE_DEPTH)
+    batch_size: int = field(default=1, metadata={"min": 1, "max": 1024})
+    batch_timeout_ms: float = field(default=20.0, metadata={"min": 0, "max": 60_000})
     provider: Literal["cpu", "cuda", "npu", "openvino"] = "cpu"
-    device_id: int = field(default=0, metadata=_min(0))
-    intra_op_threads: int = field(default=0, metadata=_min(0))
-    inter_op_threads: int = field(default=1, metadata=_min(0))
-    cpu_affinity: list[int] = field(default_factory=list)
+    device_id: int = field(default=0, metadata={"min": 0, "max": 1023})
+    intra_op_threads: int = field(default=0, metadata=THREADS)
+    inter_op_threads: int = field(default=1, metadata=THREADS)
+    cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     workers: WorkerPool = field(default_factory=WorkerPool)
 
@@ -142,14 +178,14 @@ class InferenceConfig(LeasableStage):
 class EncoderConfig:
     """Merges predicted ab with each frame's own L and encodes H.264 (libx264, yuv420p)."""
 
-    queue_depth: int = field(default=8, metadata=_min(1))
+    queue_depth: int = field(default=8, metadata=QUEUE_DEPTH)
     crf: int = field(default=18, metadata={"min": 0, "max": 51})
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                     "slower", "veryslow"] = "veryfast"
-    threads: int = field(default=0, metadata=_min(0))
+    threads: int = field(default=0, metadata=THREADS)
     audio: Literal["auto", "copy", "aac", "none"] = "auto"
-    audio_bitrate_kbps: int = field(default=160, metadata=_min(8))
-    cpu_affinity: list[int] = field(default_factory=list)
+    audio_bitrate_kbps: int = field(default=160, metadata={"min": 8, "max": 1024})
+    cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
 
 
@@ -164,8 +200,8 @@ class LiveSourceConfig:
     """
 
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    analyzeduration_ms: int = field(default=100, metadata=_min(0))
-    probesize_bytes: int = field(default=500_000, metadata=_min(32))
+    analyzeduration_ms: int = field(default=100, metadata={"min": 0, "max": 60_000})
+    probesize_bytes: int = field(default=500_000, metadata={"min": 32, "max": 1_000_000_000})
     open_timeout_s: float = field(default=5.0, metadata={"min": 0.1, "max": 600})
     read_timeout_s: float = field(default=3.0, metadata={"min": 0.1, "max": 600})
     on_end: Literal["reconnect", "stop"] = "reconnect"
@@ -236,7 +272,7 @@ class PipelineConfig:
     """
 
     transport: Literal["ipc", "tcp"] = "ipc"
-    queue_memory_mb: int = field(default=256, metadata=_min(1))
+    queue_memory_mb: int = field(default=256, metadata={"min": 1, "max": 1_048_576})
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     preprocessor: PreprocessorConfig = field(default_factory=PreprocessorConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -246,7 +282,11 @@ class PipelineConfig:
 
 
 def load_config(path: Path | None) -> PipelineConfig:
-    """Read and validate a YAML file; ``None`` gives the defaults. Raises ConfigError."""
+    """Read and validate a YAML file; ``None`` gives the defaults.
+
+    Raises ConfigError naming every problem found, one per line, each as
+    ``FILE:LINE: section.key: expected …, found …``.
+    """
     if path is None:
         return PipelineConfig()
     path = Path(path)
@@ -263,35 +303,15 @@ def load_config(path: Path | None) -> PipelineConfig:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     if root is None:
         return PipelineConfig()
-    return _build(PipelineConfig, root, "", path)
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _build(cls, node: yaml.Node, prefix: str, path: Path):
-    if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{path}:{_line(node)}: {prefix.rstrip('.') or 'top level'}: expected a mapping of keys")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key_node, value_node in node.value:
-        key = key_node.value
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            known = ", ".join(fields)
-            raise ConfigError(f"{path}:{_line(key_node)}: {dotted}: unknown key (expected one of: {known})")
-        values[key] = _convert(hints[key], fields[key].metadata, value_node, dotted, path)
-    built = cls(**values)
-    problem = built.check() if hasattr(built, "check") else None
-    if problem:
-        key, message = problem
-        lines = {k.value: _line(v) for k, v in node.value}
-        raise ConfigError(f"{path}:{lines.get(key, _line(node))}: {prefix}{key}: {message}")
-    return built
+    problems: list[str] = []
+    config = _build(PipelineConfig, root, "", path, problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
 
 
 def with_override(config: PipelineConfig, dotted: str, text: str, label: str) -> PipelineConfig:
@@ -299,7 +319,7 @@ def with_override(config: PipelineConfig, dotted: str, text: str, label: str) ->
     read as a YAML scalar and checked exactly like the file's; ConfigError names ``label`` (the flag)."""
     try:
         node = yaml.compose(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         node = None
     if not isinstance(node, yaml.ScalarNode):
         node = yaml.ScalarNode("tag:yaml.org,2002:str", text)
@@ -307,33 +327,77 @@ def with_override(config: PipelineConfig, dotted: str, text: str, label: str) ->
     owners = [config]
     for name in parents:
         owners.append(getattr(owners[-1], name))
-    owner = owners[-1]
-    field_ = next(f for f in dataclasses.fields(owner) if f.name == key)
-    value = _convert(typing.get_type_hints(type(owner))[key], field_.metadata, node, dotted, None, where=label)
+    field_ = next(f for f in dataclasses.fields(owners[-1]) if f.name == key)
+    problems: list[str] = []
+    value = _convert(typing.get_type_hints(type(owners[-1]))[key], field_.metadata, node, label, problems)
+    if problems:
+        raise ConfigError(problems[0])
     names = [*parents, key]  # owners[i] holds names[i]
     for i in reversed(range(len(owners))):
         value = dataclasses.replace(owners[i], **{names[i]: value})
     return value
 
 
-def _convert(hint, metadata, node: yaml.Node, dotted: str, path: Path | None, where: str | None = None):
-    where = where or f"{path}:{_line(node)}: {dotted}"
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, node, dotted + ".", path)
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+MISSING = object()
+
+
+def _build(cls, node: yaml.Node, prefix: str, path: Path, problems: list[str]):
+    """Build ``cls`` from a mapping node; every problem is added to ``problems`` (the key keeps its default)."""
+    if not isinstance(node, yaml.MappingNode):
+        problems.append(f"{path}:{_line(node)}: {prefix.rstrip('.') or 'top level'}: expected a mapping of keys")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values, seen = {}, {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        dotted = f"{prefix}{key}"
+        if key in seen:
+            problems.append(f"{path}:{_line(key_node)}: {dotted}: duplicate key (first on line {seen[key]})")
+            continue
+        seen[key] = _line(key_node)
+        if key not in fields:
+            known = ", ".join(fields)
+            problems.append(f"{path}:{_line(key_node)}: {dotted}: unknown key (expected one of: {known})")
+            continue
+        where = f"{path}:{_line(value_node)}: {dotted}"
+        if dataclasses.is_dataclass(hints[key]):
+            values[key] = _build(hints[key], value_node, dotted + ".", path, problems)
+            continue
+        value = _convert(hints[key], fields[key].metadata, value_node, where, problems)
+        if value is not MISSING:
+            values[key] = value
+    built = cls(**values)
+    problem = built.check() if hasattr(built, "check") else None
+    if problem:
+        key, message = problem
+        problems.append(f"{path}:{seen.get(key, _line(node))}: {prefix}{key}: {message}")
+    return built
+
+
+def _convert(hint, metadata, node: yaml.Node, where: str, problems: list[str]):
+    """A field's value from its node, or MISSING after adding the problem to ``problems``."""
     if typing.get_origin(hint) is Literal:
         choices = typing.get_args(hint)
         value = node.value if isinstance(node, yaml.ScalarNode) else None
         if value not in choices:
-            raise ConfigError(f"{where}: expected one of {', '.join(choices)}, found {_shown(node)}")
+            problems.append(f"{where}: expected one of {', '.join(choices)}, found {_shown(node)}")
+            return MISSING
         return value
     if typing.get_origin(hint) is list:
         if not isinstance(node, yaml.SequenceNode):
-            raise ConfigError(f"{where}: expected a list of integers, found {_shown(node)}")
-        return [_scalar(int, {"min": 0}, item, f"{path}:{_line(item)}: {dotted}") for item in node.value]
-    return _scalar(hint, metadata, node, where)
+            problems.append(f"{where}: expected a list of CPU numbers, found {_shown(node)}")
+            return MISSING
+        items = [_scalar(int, metadata.get("item", {"min": 0}), item, where, problems) for item in node.value]
+        return MISSING if MISSING in items else items
+    return _scalar(hint, metadata, node, where, problems)
 
 
-def _scalar(kind, metadata, node: yaml.Node, where: str):
+def _scalar(kind, metadata, node: yaml.Node, where: str, problems: list[str]):
     value = yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
     noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
@@ -345,18 +409,24 @@ def _scalar(kind, metadata, node: yaml.Node, where: str):
     if ok and ((low is not None and value < low) or (high is not None and value > high)):
         ok = False
     if ok and metadata.get("check") and (problem := metadata["check"](value)):
-        raise ConfigError(f"{where}: {problem}, found {_shown(node)}")
+        problems.append(f"{where}: {problem}, found {_shown(node)}")
+        return MISSING
     if not ok:
         bounds = ""
         if low is not None and high is not None:
             bounds = f" in {low}..{high}"
         elif low is not None:
             bounds = f" >= {low}"
-        raise ConfigError(f"{where}: expected {noun}{bounds}, found {_shown(node)}")
+        problems.append(f"{where}: expected {noun}{bounds}, found {_shown(node)}")
+        return MISSING
     return value
+
+
+SHOWN_CHARS = 40
 
 
 def _shown(node: yaml.Node) -> str:
     if isinstance(node, yaml.ScalarNode):
-        return repr(node.value)
+        text = node.value if len(node.value) <= SHOWN_CHARS else node.value[:SHOWN_CHARS] + "…"
+        return repr(text)
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"

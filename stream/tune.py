@@ -241,7 +241,7 @@ def main(argv: list[str]) -> int:
     from models import DEFAULT_MODEL_PATH
     from models.runtime import ModelError
     from stream.config import ConfigError, load_config
-    from stream.errors import InputError
+    from stream.errors import InputError, error_lines
 
     args = build_parser().parse_args(argv)
     try:
@@ -255,7 +255,7 @@ def main(argv: list[str]) -> int:
             raise ModelError(f"model file not found: {model}")
         m = measure(args.input, args.stream, model, base.inference.provider, base.encoder.preset, args.frames)
     except (InputError, ConfigError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 2
     p = plan(m)
     print(f"tune: {Path(args.input).name}, {m.size[0]}×{m.size[1]}, {m.frames} frames sampled; "

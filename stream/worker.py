@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
     from models import DEFAULT_MODEL_PATH
     from models.runtime import ModelError
     from stream.config import ConfigError, load_config
-    from stream.errors import InputError
+    from stream.errors import InputError, error_lines
     from stream.stage import Job, StageSpec, stage_class
     from stream.transport import Endpoints
 
@@ -301,7 +301,7 @@ def main(argv: list[str]) -> int:
             stage_config = replace(stage_config, intra_op_threads=args.threads)
         config = replace(config, **{args.stage: stage_config})
     except (InputError, ConfigError, ModelError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return 2
     credit = args.credit or default_credit(stage_config)
 

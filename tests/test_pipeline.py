@@ -274,13 +274,13 @@ def bad_input_cases(tmp_path: Path, chaplin: Path, model: Path):
         ((chaplin, "-o", out, "--model", model, "--provider", "tpu"),
          "error: --provider: expected one of cpu, cuda, npu, openvino, found 'tpu'"),
         ((chaplin, "-o", out, "--model", model, "--device-id", "-1"),
-         "error: --device-id: expected an integer >= 0, found '-1'"),
+         "error: --device-id: expected an integer in 0..1023, found '-1'"),
         ((chaplin, "-o", existing, "--model", model),
          f"error: output exists: {existing} (-y replaces it, -n keeps it and skips the run)"),
         ((chaplin, "-o", existing, "--model", model, "-y", "-n"),
          "error: -y (overwrite) and -n (keep existing outputs) contradict each other: give one"),
         ((chaplin, "-o", out, "--model", model, "--config", config),
-         f"error: {config}:2: inference.batch_size: expected an integer >= 1, found '0'"),
+         f"error: {config}:2: inference.batch_size: expected an integer in 1..1024, found '0'"),
     ]
 
 

@@ -69,7 +69,7 @@ def test_every_shipped_config_loads():
 
 @pytest.mark.parametrize("text, message", [
     ("decoder:\n  restart: {max_restarts: 1}\n", ":2: decoder.restart: unknown key"),
-    ("inference:\n  restart:\n    max_restarts: -1\n", ":3: inference.restart.max_restarts: expected an integer >= 0"),
+    ("inference:\n  restart:\n    max_restarts: -1\n", ":3: inference.restart.max_restarts: expected an integer in 0..10000"),
     ("inference:\n  workers:\n    listen: 10.0.0.5:5560\n",
      ":3: inference.workers.listen: expected tcp://HOST:PORT (port 0..65535) or ipc://PATH, found '10.0.0.5:5560'"),
     ("inference:\n  workers:\n    listen: tcp://0.0.0.0:70000\n", ":3: inference.workers.listen: expected tcp://HOST:PORT"),
