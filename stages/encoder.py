@@ -40,7 +40,7 @@ from stages.audio import AudioTrack
 from stages.lab import merge_lightness
 from stages.temporal import TemporalSmoother
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
-from stream.messages import Message
+from stream.messages import FLAG_CUT_SHORT, Message
 from stream.stage import Stage
 
 PROGRESS_INTERVAL_S = 0.25
@@ -95,6 +95,7 @@ class Encoder(Stage):
         self.reorder_buffer: dict[int, Message] = {}
         self.next_seq = 0
         self.expected: int | None = None
+        self.cut_short = False
         self.output = None
         self.video = None
         self.audio: AudioTrack | None = None
@@ -116,6 +117,7 @@ class Encoder(Stage):
 
     def on_end_of_stream(self, message: Message) -> None:
         self.expected = message.header.seq
+        self.cut_short = bool(message.header.flags & FLAG_CUT_SHORT)
         self._write_ready()
 
     def deadline(self) -> float | None:
@@ -209,12 +211,21 @@ class Encoder(Stage):
             for packet in self.video.encode(None):
                 self.output.mux(packet)
             if self.audio is not None:
-                if not self.job.max_frames:  # a run cut short at max_frames: its audio ends with its video
+                if self.job.max_frames or self.cut_short:  # stopped early: the audio ends with the video
+                    self.audio.write_until(self._video_end_s())
+                else:
                     self.audio.write_until(None)
                 self.audio.close()
             self.output.close()
             self.output = None
         self.finished = True
+
+    def _video_end_s(self) -> float | None:
+        """Where the last frame written ends (its start plus one frame at the nominal rate), seconds."""
+        if self.last_pts is None or self.video is None:
+            return None
+        num, den = self.job.frame_rate
+        return float(self.last_pts * self.video.time_base) + den / num
 
     def close(self) -> None:
         if getattr(self, "colour_workers", None) is not None:

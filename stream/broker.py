@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 
 import zmq
 
-from stream.config import PipelineConfig
+from stream.config import PipelineConfig, bind_address_problem
 from stream.messages import Message, decode, encode
 from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints, poll_timeout_ms
 
@@ -145,6 +145,9 @@ class Broker:
             listen = self.pool.listen
             if listen.startswith("tcp://") and listen.endswith(":0"):
                 listen = listen[:-2] + ":*"
+            problem = bind_address_problem(self.pool.listen)  # checked at load; a file may have appeared since
+            if problem:
+                raise RuntimeError(f"workers.listen {self.pool.listen}: {problem}")
             self.backend.bind(listen)
             self.public = self.backend.getsockopt_string(zmq.LAST_ENDPOINT)
         self.downstream = context.socket(zmq.PUSH)

@@ -29,7 +29,7 @@ from models.runtime import ColorModel, ModelError, SessionSettings
 from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config, with_override
 from stream.errors import InputError, PipelineError, error_lines
-from stream.output_path import check_output_location, existing_output
+from stream.output_path import OutputLock, check_output_location, existing_output
 from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
 from stream.progress import ProgressBar, summary_line
@@ -280,13 +280,18 @@ def colorize(args: argparse.Namespace) -> int:
     if not live:
         refuse_live_options(args)
     request = validate_live(args) if live else validate(args)
-    if request.skip:
-        if not request.quiet:
-            print(f"{request.output} exists: kept, nothing done (-n)", file=sys.stderr)
-        return 0
-    if live:
+    if live and request.publishing:
         return run_live(request)
-    return run_image(request) if request.is_image else run_video(request)
+    output = Path(request.output)
+    with OutputLock(output):
+        # again under the lock: a run that held it may have finished this output since validate
+        if request.skip or existing_output(output, args.overwrite, args.no_overwrite):
+            if not request.quiet:
+                print(f"{output} exists: kept, nothing done (-n)", file=sys.stderr)
+            return 0
+        if live:
+            return run_live(request)
+        return run_image(request) if request.is_image else run_video(request)
 
 
 def reporting_errors(command: Callable[[], int]) -> int:

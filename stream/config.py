@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +81,18 @@ def _zmq_endpoint(value: str, wildcard_host: bool) -> str | None:
     return None
 
 
-def _bind_address(value: str) -> str | None:
-    return _zmq_endpoint(value, wildcard_host=True)
+def bind_address_problem(value: str) -> str | None:
+    """None if ``value`` may be bound here (a free ipc path or a socket, or a valid tcp address); else why not."""
+    problem = _zmq_endpoint(value, wildcard_host=True)
+    if problem is None and value.startswith("ipc://"):
+        path = value[len("ipc://"):]
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISSOCK(mode):
+            return "expected a path that is free or a socket (something else is there, and binding would delete it)"
+    return problem
 
 
 def _connect_address(value: str) -> str | None:
@@ -110,7 +121,7 @@ class WorkerPool:
     frames) work may run ahead of the oldest unfinished frame, which bounds the reorder buffer.
     """
 
-    listen: str = field(default="", metadata={"check": _bind_address})
+    listen: str = field(default="", metadata={"check": bind_address_problem})
     advertise: str = field(default="", metadata={"check": _connect_address})
     heartbeat_interval_s: float = field(default=1.0, metadata={"min": 0.05, "max": 60})
     heartbeat_timeout_s: float = field(default=5.0, metadata={"min": 0.2, "max": 600})

@@ -23,6 +23,7 @@ EOS = "eos"
 
 FLAG_KEYFRAME = 1
 FLAG_SCENE_CUT = 2
+FLAG_CUT_SHORT = 4  # on EOS: the source stopped early (Ctrl-C), not at the input's end
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ class Message:
         return self.header.kind == EOS
 
 
-def end_of_stream(frame_count: int) -> Message:
-    return Message(FrameHeader(kind=EOS, seq=frame_count))
+def end_of_stream(frame_count: int, cut_short: bool = False) -> Message:
+    """EOS after ``frame_count`` frames; ``cut_short``: the source was drained before the input's end."""
+    return Message(FrameHeader(kind=EOS, seq=frame_count, flags=FLAG_CUT_SHORT if cut_short else 0))
 
 
 def encode(message: Message) -> list:

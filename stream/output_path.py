@@ -1,6 +1,7 @@
 """Checks on where an output file will go, made before any stage starts (exit code 2 on failure)."""
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -34,3 +35,50 @@ def existing_output(output: Path, overwrite: bool, keep: bool) -> bool:
     if not overwrite:
         raise InputError(f"output exists: {output} (-y replaces it, -n keeps it and skips the run)")
     return False
+
+
+class OutputLock:
+    """Held while a run writes ``output``: a second run for the same name stops with one line
+    instead of both succeeding and one result silently replacing the other.
+
+    An exclusive ``flock`` on ``.NAME.colorize-lock`` beside the output, holding the writer's pid;
+    the file is removed when the lock is released. The kernel drops the lock when its process dies
+    (even by SIGKILL), so a lock file left behind never blocks a later run, which takes it over and
+    removes it. Raises :class:`InputError` on entry when another run holds it.
+    """
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(f".{output.name}.colorize-lock")
+        self.output = output
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise InputError(f"another colorize run (pid {holder}) is writing {self.output}; "
+                                 "wait for it to finish or choose another output name") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its last holder removed between our open and our lock
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+            self.fd = None

@@ -305,7 +305,7 @@ def _run_source(stage: Stage, outbound: Link, commands: CommandListener, trace: 
     The source keeps its socket open until ``stop`` (sent once the sink is done): a PUSH socket
     that closes while its consumer's queue is full loses the frames still in flight, linger or not.
     """
-    busy, count = 0.0, 0
+    busy, count, drained = 0.0, 0, False
     frames = iter(stage.produce())
     while True:
         command = commands.poll()
@@ -313,6 +313,7 @@ def _run_source(stage: Stage, outbound: Link, commands: CommandListener, trace: 
             return busy
         if command == "drain":
             stage.drain()
+            drained = True
         t0 = time.monotonic()
         message = next(frames, None)
         busy += _spent(t0, [message] if message is not None else [], trace)
@@ -320,7 +321,7 @@ def _run_source(stage: Stage, outbound: Link, commands: CommandListener, trace: 
             break
         outbound.send(message)
         count += 1
-    outbound.send(end_of_stream(count))
+    outbound.send(end_of_stream(count, cut_short=drained))
     while commands.poll() != "stop":
         commands.socket.poll(COMMAND_POLL_MS)
     return busy

@@ -100,3 +100,18 @@ def test_the_command_line_prints_each_problem_as_an_error_line(tmp_path):
         f"error: {config}:2: inference.intra_op_threads: expected an integer in 0..{MAX_THREADS}, found '2000'",
         f"error: {config}:4: encoder.crf: expected an integer in 0..51, found '-1'"]
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_an_ipc_listen_path_holding_a_file_is_refused_and_the_file_kept(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    path = write(tmp_path, f"inference:\n  workers:\n    listen: ipc://{precious}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    value = f"ipc://{precious}"
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    assert str(error.value) == (f"{path}:3: inference.workers.listen: expected a path that is free or a socket "
+                                f"(something else is there, and binding would delete it), found '{shown}'")
+    assert precious.read_text() == "keep me"
+    free = tmp_path / "free.sock"
+    assert load_config(write(tmp_path, f"inference:\n  workers:\n    listen: ipc://{free}\n")).inference.leased

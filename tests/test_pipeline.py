@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -383,6 +384,11 @@ def test_a_killed_supervisor_takes_every_stage_process_with_it(tmp_path, run_tmp
         time.sleep(0.05)
     assert not [pid for pid in children if still_running(pid)], "stage processes outlived their supervisor"
     assert not output.exists()
+    stale_lock = tmp_path / ".orphaned.mp4.colorize-lock"
+    assert stale_lock.exists()  # no clean-up ran; the kernel released the lock itself
+    again = run_cli(shared_file("video", "chaplin.mp4"), "-o", output, "--model", ab_model, "-q", tmpdir=run_tmp)
+    assert again.returncode == 0, again.stderr
+    assert not stale_lock.exists() and output.exists()
 
 
 def test_ctrl_c_keeps_a_playable_partial_file_with_the_frames_done(tmp_path, run_tmp, ab_model):
@@ -403,7 +409,20 @@ def test_ctrl_c_keeps_a_playable_partial_file_with_the_frames_done(tmp_path, run
     assert not output.exists()
     facts = video_facts(partial)
     assert 0 < facts.frames == int(match.group(1)) < 720
+    video_end, audio_end = stream_ends(partial)
+    assert facts.audio_codecs and abs(audio_end - video_end) < 0.1, (video_end, audio_end)  # not the whole 30 s
     assert_nothing_left(run_tmp, output)
+
+
+def stream_ends(path: Path) -> tuple[float, float]:
+    """Where the video and the audio of a file end (seconds: the last packet's pts + duration)."""
+    ends = {"video": 0.0, "audio": 0.0}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.pts is not None and packet.stream.type in ends:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                ends[packet.stream.type] = max(ends[packet.stream.type], end)
+    return ends["video"], ends["audio"]
 
 
 def test_two_pipelines_at_once_share_nothing(tmp_path, run_tmp, ab_model):

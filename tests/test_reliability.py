@@ -447,17 +447,30 @@ def test_running_out_of_room_is_one_clear_line_and_nothing_else_is_touched(tmp_p
     assert run_dirs(run_tmp) == []
 
 
-def test_two_runs_at_once_writing_the_same_output_share_no_socket_or_temporary_file(tmp_path, run_tmp, ab_model):
+def test_two_runs_at_once_share_no_socket_or_temporary_file_and_never_one_output(tmp_path, run_tmp, ab_model):
+    """Different outputs: both succeed side by side. The same output: one writes it, the other stops
+    with one line (it is being written, or it exists by then), so no result is silently lost."""
     source = write_video(tmp_path / "reel.mkv", VideoSpec(frames=20))
     tcp = tmp_path / "tcp.yaml"
     tcp.write_text("transport: tcp\n")
+
+    def start(output: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "stream.cli", str(source), "-o", str(output), "--model",
+                                 str(ab_model), "-q", *extra], cwd=REPO, env=cli_env(run_tmp),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    runs = [start(tmp_path / "a.mp4"), start(tmp_path / "b.mp4", "--config", str(tcp))]
+    assert [(run.wait(180), run.stderr.read()) for run in runs] == [(0, "")] * 2
+    assert decode_all(tmp_path / "a.mp4").seconds == decode_all(tmp_path / "b.mp4").seconds == decode_all(source).seconds
+
     output = tmp_path / "reel.mp4"
-    runs = [subprocess.Popen([sys.executable, "-m", "stream.cli", str(source), "-o", str(output), "--model",
-                              str(ab_model), "-q", *extra], cwd=REPO, env=cli_env(run_tmp), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for extra in ((), ("--config", str(tcp)))]
-    results = [(run.wait(180), run.stderr.read()) for run in runs]
-    assert results == [(0, "")] * 2
+    runs = [start(output), start(output, "--config", str(tcp))]
+    results = sorted((run.wait(180), run.stderr.read()) for run in runs)
+    assert results[0] == (0, "")
+    assert results[1][0] == 2 and results[1][1].count("\n") == 1
+    assert re.fullmatch(rf"error: (another colorize run \(pid \d+\) is writing {re.escape(str(output))}; wait for it "
+                        rf"to finish or choose another output name|output exists: {re.escape(str(output))} .*)\n",
+                        results[1][1]), results[1][1]
     assert decode_all(output).seconds == decode_all(source).seconds
     assert leftovers(tmp_path) == [] and run_dirs(run_tmp) == []
 
