@@ -7,7 +7,8 @@
 Everything the user gives is validated here, before any stage process starts: a bad input, path,
 model or config is one ``error:`` line and exit code 2, with nothing written. A stage failing
 while running, or the machine failing the run (a full disk, a folder removed mid-run), is one
-``error:`` line and exit code 1, with the partial output removed; Ctrl-C is exit code 130.
+``error:`` line and exit code 1, with the partial output removed. Ctrl-C, SIGTERM and SIGHUP
+finish the frames in flight and keep a playable ``.partial``: exit code 130, 143 or 129.
 A run that succeeds despite damage in the input says so in ``warning:`` lines (shown even with
 --quiet), and the summary line balances the frames: decoded = written + dropped.
 """
@@ -29,16 +30,16 @@ from models.runtime import ColorModel, ModelError, SessionSettings
 from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config, with_override
 from stream.errors import InputError, PipelineError, error_lines
-from stream.output_path import OutputLock, check_output_location, existing_output
+from stream.output_path import OutputLock, check_output_location, existing_output, remove_stale_temporaries
 from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
+from stream.stop_signals import interrupted_exit_code, stop_on_signals
 from stream.still_image import IMAGE_SUFFIXES, colorize_image, is_still_image
 from stream.supervisor import Supervisor
 
 VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-EXIT_INTERRUPTED = 130
 
 
 SUBCOMMANDS = {
@@ -224,7 +225,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
         tmp.unlink(missing_ok=True)
         if report.interrupted:
             print("interrupted before the first frame was written; nothing kept", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return interrupted_exit_code()
         raise InputError(f"no decodable video frames in {request.input}")
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -238,7 +239,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
         kept = partial_output(request.output)
         tmp.replace(kept)
         print(f"interrupted: kept the {report.frames_written} frames done so far in {kept}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code()
     try:
         tmp.replace(request.output)
     except OSError as exc:
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    stop_on_signals()
     return reporting_errors(lambda: colorize(args))
 
 
@@ -284,6 +286,7 @@ def colorize(args: argparse.Namespace) -> int:
         return run_live(request)
     output = Path(request.output)
     with OutputLock(output):
+        remove_stale_temporaries(output)
         # again under the lock: a run that held it may have finished this output since validate
         if request.skip or existing_output(output, args.overwrite, args.no_overwrite):
             if not request.quiet:
@@ -310,7 +313,7 @@ def reporting_errors(command: Callable[[], int]) -> int:
         return 1
     except KeyboardInterrupt:
         print("error: interrupted; output removed", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code()
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.output_path import check_output_location, existing_output
 from stream.progress import ProgressBar, summary_line
+from stream.stop_signals import interrupted_exit_code
 from stream.stage import Job
 from stream.supervisor import RunReport, Supervisor
 
 EXIT_SOURCE_LOST = 1
-EXIT_INTERRUPTED = 130
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,7 +236,7 @@ def run_live(request: LiveRequest) -> int:
         bar.close()
         print(f"interrupted again: stopped at once; {output_label(request)} keeps what was written",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code()
     except PipelineError as exc:
         if request.publishing or not _written_outputs(request):
             raise
@@ -249,7 +249,7 @@ def run_live(request: LiveRequest) -> int:
         _remove_outputs(request)
         if report.interrupted:
             print("interrupted before the first frame was written; nothing kept", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return interrupted_exit_code()
         if monitor.ended:
             raise PipelineError(f"{monitor.ended}; no frame was written")
         raise InputError(f"no decodable video frames in {request.input}")

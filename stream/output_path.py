@@ -82,3 +82,19 @@ class OutputLock:
                 pass
             os.close(self.fd)
             self.fd = None
+
+
+def remove_stale_temporaries(output: Path) -> list[Path]:
+    """Remove hidden partial outputs (``.STEM.colorize-PID.part.EXT``) that runs for ``output``
+    left when they were killed (SIGKILL runs no clean-up): those whose PID no longer exists.
+    Call while holding the :class:`OutputLock`. Returns what was removed."""
+    from stream.rundir import process_exists
+
+    removed = []
+    pattern = f".{output.stem}.colorize-*.part{output.suffix}"
+    for path in output.parent.glob(pattern):
+        pid = path.name[len(f".{output.stem}.colorize-"):-len(f".part{output.suffix}")]
+        if pid.isdigit() and not process_exists(int(pid)):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

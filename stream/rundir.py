@@ -4,12 +4,14 @@ socket goes.
 A Unix socket's path is limited to ``zmq.IPC_PATH_MAX_LEN`` (107) bytes, so a long ``TMPDIR``
 (deep home folders, CI work trees) would make every socket fail to bind. The folder is made in
 ``TMPDIR`` when the longest socket path of a run fits there, else in ``/tmp``. Each run gets its
-own folder (``mkdtemp``: a new random name, mode 0700), so two runs never share an endpoint.
+own folder (``mkdtemp``: a new random name, mode 0700), so two runs never share an endpoint. The
+folder names its owner (``owner.pid``), so a later run removes the folders of runs that were killed.
 """
 from __future__ import annotations
 
 import multiprocessing.util
 import os
+import shutil
 import tempfile
 
 import zmq
@@ -26,6 +28,42 @@ def _fits(base: str) -> bool:
     return len(os.fsencode(folder)) + 1 + SOCKET_NAME_ROOM <= zmq.IPC_PATH_MAX_LEN
 
 
+OWNER_FILE = "owner.pid"
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid exists (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_run_dirs(base: str) -> list[str]:
+    """Remove the run folders in ``base`` whose owning process no longer exists (left by a run
+    killed with SIGKILL, which runs no clean-up); returns their paths. Folders of live runs, and
+    folders without an owner file, are left alone."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(base, name)
+        try:
+            with open(os.path.join(folder, OWNER_FILE)) as owner:
+                pid = int(owner.read().strip())
+        except (OSError, ValueError):
+            continue
+        if not process_exists(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def make_run_dir() -> str:
     """Create the run's folder; raise PipelineError (one line) when no usable place exists."""
     preferred = tempfile.gettempdir()
@@ -35,7 +73,11 @@ def make_run_dir() -> str:
             problems.append(f"{base}: path too long for socket files")
             continue
         try:
-            return tempfile.mkdtemp(prefix=PREFIX, dir=base)
+            remove_stale_run_dirs(base)
+            folder = tempfile.mkdtemp(prefix=PREFIX, dir=base)
+            with open(os.path.join(folder, OWNER_FILE), "w") as owner:
+                owner.write(f"{os.getpid()}\n")
+            return folder
         except OSError as exc:
             problems.append(f"{base}: {exc.strerror or exc}")
     raise PipelineError(f"cannot make the run's socket folder ({'; '.join(problems)}); "

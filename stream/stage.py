@@ -160,11 +160,12 @@ def _die_with_parent(stage: str) -> None:
 
 
 def become_stage_process(name: str, supervisor_pid: int) -> None:
-    """First thing in a process the supervisor started (a stage replica or a broker): Ctrl-C is the
-    supervisor's to handle, the process is named ``cz-<name>``, it dies with its parent (the fork
+    """First thing in a process the supervisor started (a stage replica or a broker): Ctrl-C, SIGTERM
+    and SIGHUP are the supervisor's to handle, the process is named ``cz-<name>``, it dies with its parent (the fork
     server, see :func:`stream.supervisor.stage_process_context`) and with the supervisor (at once if
     that is already gone), and it reuses freed frame buffers (:mod:`stream.allocator`)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a service manager signals the whole group
+        signal.signal(signum, signal.SIG_IGN)
     _die_with_parent(name)
     _die_with_supervisor(supervisor_pid)
     reuse_freed_memory()

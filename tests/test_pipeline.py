@@ -384,23 +384,28 @@ def test_a_killed_supervisor_takes_every_stage_process_with_it(tmp_path, run_tmp
         time.sleep(0.05)
     assert not [pid for pid in children if still_running(pid)], "stage processes outlived their supervisor"
     assert not output.exists()
-    stale_lock = tmp_path / ".orphaned.mp4.colorize-lock"
-    assert stale_lock.exists()  # no clean-up ran; the kernel released the lock itself
+    # no clean-up ran: the lock file and the hidden partial output are still there
+    debris = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".orphaned."))
+    assert debris == [".orphaned.colorize-%d.part.mp4" % cli.pid, ".orphaned.mp4.colorize-lock"]
     again = run_cli(shared_file("video", "chaplin.mp4"), "-o", output, "--model", ab_model, "-q", tmpdir=run_tmp)
     assert again.returncode == 0, again.stderr
-    assert not stale_lock.exists() and output.exists()
+    assert [p.name for p in tmp_path.iterdir() if p != run_tmp] == ["orphaned.mp4"], "the next run cleans up after a killed one"
+    assert run_dirs(run_tmp) == []
 
 
-def test_ctrl_c_keeps_a_playable_partial_file_with_the_frames_done(tmp_path, run_tmp, ab_model):
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["ctrl-c", "sigterm", "sighup"])
+def test_ctrl_c_sigterm_and_sighup_keep_a_playable_partial_file_with_the_frames_done(tmp_path, run_tmp, ab_model,
+                                                                                      signum, exit_code):
     source = shared_file("video", "big_buck_bunny_0_30.webm")
     output = tmp_path / "stopped.mp4"
     cli = start_cli((source, "-o", output, "--model", ab_model), run_tmp)
     wait_for_children(cli, {"cz-decoder", "cz-preprocessor", "cz-inference", "cz-encoder"})
     wait_for_file(".stopped.colorize-*", tmp_path)
     time.sleep(1.0)
-    cli.send_signal(signal.SIGINT)
+    cli.send_signal(signum)
     _, stderr = cli.communicate(timeout=60)
-    assert cli.returncode == 130, stderr
+    assert cli.returncode == exit_code, stderr
     partial = tmp_path / "stopped.partial.mp4"
     lines = stderr.strip().splitlines()
     assert lines[0] == "interrupted: finishing the frames in flight (Ctrl-C again stops at once)"
