@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -487,8 +488,25 @@ def test_the_run_folder_falls_back_to_tmp_when_tmpdir_is_too_long(tmp_path, monk
     try:
         assert folder.parent == Path("/tmp") and folder.name.startswith("colorize-")
         assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        assert (folder / "owner.pid").read_text() == f"{os.getpid()}\n"
     finally:
-        folder.rmdir()
+        shutil.rmtree(folder)
+
+
+def test_run_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    from stream.rundir import remove_stale_run_dirs
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead_pid = int(finished.stdout)
+    for name, pid in (("colorize-dead", dead_pid), ("colorize-live", os.getpid())):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "owner.pid").write_text(f"{pid}\n")
+        (tmp_path / name / "decoder.sock").write_text("")
+    (tmp_path / "colorize-unowned").mkdir()  # not ours to judge: no owner file
+    (tmp_path / "other-dead").mkdir()
+    assert remove_stale_run_dirs(str(tmp_path)) == [str(tmp_path / "colorize-dead")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["colorize-live", "colorize-unowned", "other-dead"]
 
 
 # ---------------------------------------------------------------------------------------------
