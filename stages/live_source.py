@@ -66,6 +66,31 @@ def is_network_url(text: str) -> bool:
     return bool(sep) and scheme.lower() in NETWORK_SCHEMES
 
 
+SECRET_QUERY_KEYS = ("pass", "secret", "token", "key", "auth")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown or logged: a password in its user part and the values of query
+    parameters that name a secret (passphrase, password, token, key, auth…) are replaced by ``***``
+    (``rtsp://user:secret@cam/s`` → ``rtsp://user:***@cam/s``). A plain path is returned as is."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, question, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    user_info, at, host = authority.rpartition("@")
+    if at and ":" in user_info:
+        authority = f"{user_info.split(':', 1)[0]}:***@{host}"
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, value = pair.partition("=")
+            secret = eq and any(word in name.lower() for word in SECRET_QUERY_KEYS)
+            pairs.append(f"{name}=***" if secret else pair)
+        query = "&".join(pairs)
+    return f"{scheme}://{authority}{slash}{path}{question}{query}"
+
+
 def open_options(url: str, cfg: LiveSourceConfig) -> dict[str, str]:
     """FFmpeg options for opening ``url``: short probing (a fast first frame), the RTSP transport."""
     options = {"analyzeduration": str(cfg.analyzeduration_ms * 1000), "probesize": str(cfg.probesize_bytes)}
@@ -85,13 +110,13 @@ def open_source(url: str, cfg: LiveSourceConfig, network: bool):
                            timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
         return av.open(url, mode="r")
     except FileNotFoundError:
-        raise InputError(f"input not found: {url}") from None
+        raise InputError(f"input not found: {redact_url(url)}") from None
     except av.error.ExitError:
-        raise InputError(f"cannot open input {url}: no answer within {cfg.open_timeout_s:g} s") from None
+        raise InputError(f"cannot open input {redact_url(url)}: no answer within {cfg.open_timeout_s:g} s") from None
     except (av.error.InvalidDataError, av.error.EOFError):
-        raise InputError(f"not a media stream FFmpeg can read: {url}") from None
+        raise InputError(f"not a media stream FFmpeg can read: {redact_url(url)}") from None
     except (av.error.FFmpegError, OSError) as exc:
-        raise InputError(f"cannot open input {url}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise InputError(f"cannot open input {redact_url(url)}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -386,7 +411,7 @@ class SourceReader(threading.Thread):
                 container = open_source(self.url, self.cfg.source, self.network)
                 if not container.streams.video:
                     container.close()
-                    raise InputError(f"{self.url}: no video stream")
+                    raise InputError(f"{redact_url(self.url)}: no video stream")
             except InputError as exc:
                 last_error = _describe(exc, self.cfg.source)
                 self.logs.put(f"reconnect attempt {attempts} failed: {last_error}")
@@ -395,7 +420,7 @@ class SourceReader(threading.Thread):
             self.connected = True
             self.attempts_before_back = attempts
             return container
-        self.end_reason = (f"source lost: {self.url} did not come back within {policy.limit_s:g} s "
+        self.end_reason = (f"source lost: {redact_url(self.url)} did not come back within {policy.limit_s:g} s "
                            f"({attempts} attempt{'s' if attempts != 1 else ''}; last error: {last_error})")
         return None
 
@@ -446,10 +471,10 @@ class LiveDecoder(Decoder):
         videos = container.streams.video
         if not videos:
             container.close()
-            raise InputError(f"no video stream in {self.job.input}")
+            raise InputError(f"no video stream in {redact_url(self.job.input)}")
         if self.job.stream_index >= len(videos):
             container.close()
-            raise InputError(f"--stream {self.job.stream_index}: {self.job.input} has "
+            raise InputError(f"--stream {self.job.stream_index}: {redact_url(self.job.input)} has "
                              f"{len(videos)} video stream(s), numbered from 0")
         self.decoded = self.undecodable_packets = 0
         self.draining = self.stopped = False

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from models import DEFAULT_MODEL_PATH
 from models.runtime import ColorModel, ModelError, SessionSettings
 from stages.live_links import new_channel, side_endpoint
-from stages.live_source import is_network_url
+from stages.live_source import is_network_url, redact_url
 from stages.outputs import publish_format, segment_glob, segment_pattern
 from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
@@ -188,7 +188,7 @@ def live_summary(report: RunReport, monitor: LiveMonitor) -> str:
 
 def output_label(request: LiveRequest) -> str:
     if request.publishing or request.config.live.output.segment_s <= 0:
-        return request.output
+        return redact_url(request.output)
     return segment_pattern(request.output)
 
 
@@ -216,7 +216,7 @@ def run_live(request: LiveRequest) -> int:
               output_format=request.output_format, model_input_size=model_input_size, live=True,
               stream_index=request.stream_index, live_channel=channel, duration_s=request.duration_s,
               preview=request.preview is not None)
-    bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=request.input.rsplit("/", 1)[-1])
+    bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=redact_url(request.input).rsplit("/", 1)[-1])
     monitor = LiveMonitor(notice=bar.notice, bar=bar.bar)
     preview = None
     if request.preview is not None:
@@ -224,7 +224,7 @@ def run_live(request: LiveRequest) -> int:
 
         try:
             preview = PreviewServer(*request.preview, endpoint=side_endpoint(channel, "preview"),
-                                    figures=monitor.snapshot, source=request.input).start()
+                                    figures=monitor.snapshot, source=redact_url(request.input)).start()
         except OSError as exc:
             raise InputError(f"--preview: cannot listen on {request.preview[0]}:{request.preview[1]}: "
                              f"{exc.strerror or exc}") from None
@@ -252,7 +252,7 @@ def run_live(request: LiveRequest) -> int:
             return interrupted_exit_code()
         if monitor.ended:
             raise PipelineError(f"{monitor.ended}; no frame was written")
-        raise InputError(f"no decodable video frames in {request.input}")
+        raise InputError(f"no decodable video frames in {redact_url(request.input)}")
     if monitor.ended:
         print(f"{monitor.ended}; the output has the {report.frames_written} frames written: "
               f"{output_label(request)}", file=sys.stderr)

@@ -395,3 +395,16 @@ def test_the_first_frame_after_a_gap_keeps_its_mark_when_frames_are_dropped():
     newest.put(LiveFrame(frame=None, ticks=3, arrived_at=0.0))
     second = newest.take(0)
     assert [(first.ticks, first.after_gap), (second.ticks, second.after_gap)] == [(1, False), (3, True)]
+
+
+def test_credentials_in_urls_are_never_shown(tmp_path):
+    from stages.live_source import redact_url
+
+    result = run_cli("rtsp://operator:hunter2@127.0.0.1:9/stream", "-o", tmp_path / "out.mp4", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "error: cannot open input rtsp://operator:***@127.0.0.1:9/stream: Connection refused\n"
+    assert "hunter2" not in result.stdout + result.stderr
+    assert redact_url("srt://relay:9000?mode=caller&passphrase=s3cret") == "srt://relay:9000?mode=caller&passphrase=***"
+    assert redact_url("rtmp://u:p@server/live/key") == "rtmp://u:***@server/live/key"
+    assert redact_url("rtsp://camera.local/stream") == "rtsp://camera.local/stream"
+    assert redact_url("/films/reel 1.mp4") == "/films/reel 1.mp4"
