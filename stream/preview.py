@@ -25,6 +25,40 @@ from stages.live_links import pull_socket
 
 BOUNDARY = "colorizeframe"
 FRAME_WAIT_S = 1.0
+MAX_CLIENTS = 16
+"""Connections served at once; more get 503 at once, without a thread (viewers must never slow
+the run: 1,000 connections had cut the output rate from 10 to 4 fps)."""
+IDLE_TIMEOUT_S = 5.0
+"""A connection that sends no request, or cannot take a frame, for this long is closed."""
+BUSY_REPLY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n"
+              b"Connection: close\r\n\r\ntoo many viewers, retry\n")
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CLIENTS`` at once; the rest are answered 503 and closed."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(0.5)
+                request.sendall(BUSY_REPLY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>colorize - live preview</title>
@@ -113,6 +147,8 @@ class PreviewServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = IDLE_TIMEOUT_S  # applied to the socket: idle reads and stalled writes end
+
             def log_message(self, *args) -> None:
                 pass
 
@@ -154,11 +190,10 @@ class PreviewServer:
                         self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                          f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
                         self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:  # gone, reset, or too slow to take a frame (IDLE_TIMEOUT_S)
                     pass
 
-        self.http = ThreadingHTTPServer((host, port), Handler)
-        self.http.daemon_threads = True
+        self.http = BoundedHTTPServer((host, port), Handler)
         self.address = self.http.server_address[:2]
         self.threads = [threading.Thread(target=self.http.serve_forever, name="preview-http", daemon=True),
                         threading.Thread(target=self._receive, name="preview-frames", daemon=True)]

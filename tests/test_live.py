@@ -408,3 +408,36 @@ def test_credentials_in_urls_are_never_shown(tmp_path):
     assert redact_url("rtmp://u:p@server/live/key") == "rtmp://u:***@server/live/key"
     assert redact_url("rtsp://camera.local/stream") == "rtsp://camera.local/stream"
     assert redact_url("/films/reel 1.mp4") == "/films/reel 1.mp4"
+
+
+def test_the_preview_serves_a_bounded_number_of_viewers_and_drops_idle_connections(tmp_path):
+    """300 half-open connections once held 300 threads: now at most MAX_CLIENTS are served, the rest
+    get 503 at once, and idle ones are closed after IDLE_TIMEOUT_S, after which a viewer gets the page."""
+    import threading
+    import urllib.error
+
+    from stream.preview import IDLE_TIMEOUT_S, MAX_CLIENTS, PreviewServer
+
+    server = PreviewServer("127.0.0.1", 0, f"ipc://{tmp_path}/preview.sock", figures=dict,
+                           source="rtsp://camera/stream").start()
+    host, port = server.address
+    idle = []
+    try:
+        for _ in range(MAX_CLIENTS + 40):
+            idle.append(socket.create_connection((host, port), timeout=5))
+        time.sleep(0.5)
+        serving = [t for t in threading.enumerate() if "process_request_thread" in t.name]
+        assert len(serving) <= MAX_CLIENTS
+        refused = idle[-1].recv(200)
+        assert refused.startswith(b"HTTP/1.0 503")
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            urllib.request.urlopen(f"http://{host}:{port}/", timeout=5)
+        assert busy.value.code == 503
+        time.sleep(IDLE_TIMEOUT_S + 1.0)
+        assert [t for t in threading.enumerate() if "process_request_thread" in t.name] == []
+        page = urllib.request.urlopen(f"http://{host}:{port}/", timeout=5).read().decode()
+        assert "rtsp://camera/stream" in page
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
