@@ -32,7 +32,7 @@ import numpy as np
 
 from models import load_bin_centres
 from models.quantize import load_l_minus_50, spread_images
-from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings, annealed_mean
+from models.runtime import PROVIDERS, ColorModel, ModelError, SessionSettings, annealed_mean, import_onnxruntime
 from models.tool_cli import run_tool, write_json_report
 from stream.errors import InputError
 
@@ -299,7 +299,7 @@ class _Instrumented:
 
     def __init__(self, path: Path, provider: str):
         import onnx
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         self.checked = ColorModel(path, SessionSettings(provider=provider))
         self.model = model = onnx.load(str(path))

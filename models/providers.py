@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.runtime import PROVIDERS
+from models.runtime import PROVIDERS, import_onnxruntime
 
 RUNTIME_PACKAGES = {"cpu": "onnxruntime", "cuda": "onnxruntime-gpu", "npu": "onnxruntime-cann",
                     "openvino": "onnxruntime-openvino"}
@@ -111,7 +111,7 @@ def probe_provider(name: str, device_id: int = 0) -> DeviceInfo:
     """Check one of our providers (a key of PROVIDERS) by opening and running a tiny session on it."""
     ort_name, needs = PROVIDERS[name]
     try:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
     except ImportError:
         return DeviceInfo(name, ort_name, False, f"onnxruntime is not installed: {PIP_EXTRAS[name]}")
     offered = ort.get_available_providers()

@@ -7,6 +7,10 @@ Any model with this contract runs:
 """
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,29 @@ PROVIDERS = {
     "npu": ("CANNExecutionProvider", "onnxruntime-cann with Ascend CANN toolkit and an Ascend NPU"),
     "openvino": ("OpenVINOExecutionProvider", "onnxruntime-openvino with Intel OpenVINO"),
 }
+
+
+def import_onnxruntime():
+    """``import onnxruntime``, leaving nothing behind in TMPDIR.
+
+    onnxruntime writes a telemetry session file (``.ses``, 51 bytes) into TMPDIR when it is first
+    imported, and every run of ours left one there. The import runs with TMPDIR pointing at a
+    private scratch folder, removed right after (the file is written only at import).
+    """
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    scratch = tempfile.mkdtemp(prefix="colorize-ort-")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = scratch
+    try:
+        import onnxruntime
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
+        shutil.rmtree(scratch, ignore_errors=True)
+    return onnxruntime
 
 
 class ModelError(Exception):
@@ -57,7 +84,7 @@ class ColorModel:
     """
 
     def __init__(self, path: Path, settings: SessionSettings = SessionSettings()):
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         path = Path(path)
         if not path.is_file():

@@ -44,6 +44,7 @@ def run_dirs(run_tmp: Path) -> list[str]:
 
 def assert_nothing_left(run_tmp: Path, output: Path) -> None:
     assert run_dirs(run_tmp) == [], "the run left its ipc folder in TMPDIR"
+    assert sorted(p.name for p in run_tmp.iterdir()) == [], "the run left files in TMPDIR (sockets, .ses, pymp-*)"
     leftovers = [p.name for p in output.parent.iterdir() if ".colorize-" in p.name]
     assert leftovers == [], f"temporary outputs left behind: {leftovers}"
 
