@@ -25,9 +25,15 @@ Wire protocol (ZeroMQ ROUTER in the broker, one DEALER per worker; part 0 is the
 
 Invariants:
 
-* Every frame received from upstream is held (``held``) until its first result arrives; the held
+* Every frame received from upstream is held (``held``) until its result arrives; the held
   frame keeps the arrays the worker was not sent, and the result's arrays replace those the stage
-  consumes (``Stage.consumes``). Later results for the same frame are dropped (counted).
+  consumes (``Stage.consumes``). A result is taken only from the worker the frame is lent to at
+  that moment (a late one from a worker declared lost is dropped and counted) and only if it holds
+  exactly what the stage produces (:func:`result_problem`).
+* Every message from a peer is checked before use (:func:`stream.messages.decode`, credit and names
+  in range, the result contract); a malformed one loses the peer (its frames go to others), tells it
+  to stop and ignores it from then on: the run goes on. ZeroMQ disconnects a peer whose message is
+  larger than any result can be (``MAXMSGSIZE``).
 * A worker is lost on ``bye``, on ``heartbeat_timeout_s`` of silence, when its connection is
   gone (a send to it fails), or when the supervisor reports its process dead (command
   ``lost WORKER``). Its leased frames are queued again, lowest frame number first.
@@ -51,15 +57,50 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import zmq
 
 from stream.config import PipelineConfig, bind_address_problem
-from stream.messages import Message, decode, encode
+from stream.messages import FRAME, Message, MessageError, decode, encode
 from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints, poll_timeout_ms
 
 HELLO, READY, RESULT, HEARTBEAT, BYE = b"hello", b"ready", b"result", b"heartbeat", b"bye"
 WELCOME, WORK, FLUSH, RESET, STOP = b"welcome", b"work", b"flush", b"reset", b"stop"
 WILDCARD_HOSTS = ("*", "0.0.0.0", "[::]", "::")
+MAX_CREDIT = 10_000
+MAX_NAME = 100
+MAX_MODEL_GRID = 1024  # the largest ab grid (h or w) a model may predict
+
+
+def result_problem(stage: str, result: Message, lent: Message, model_input_size: tuple[int, int]) -> str | None:
+    """Why a worker's result for the frame ``lent`` cannot be taken (None: it is what the stage produces).
+
+    Only the arrays the stage produces, with the shapes and types it produces them in, and finite
+    values: a worker cannot recolour a frame with NaN, nor replace the picture (its lightness) from
+    the inference stage.
+    """
+    if result.header.kind != FRAME:
+        return f"a {result.header.kind!r} message where a frame result belongs"
+    arrays = result.arrays
+    if stage == "inference":
+        ab = arrays.get("ab")
+        if set(arrays) != {"ab"}:
+            return f"arrays {sorted(arrays)} where only 'ab' belongs"
+        if (ab.dtype != np.float32 or ab.ndim != 3 or ab.shape[0] != 2
+                or not 1 <= ab.shape[1] <= MAX_MODEL_GRID or not 1 <= ab.shape[2] <= MAX_MODEL_GRID):
+            return f"ab of shape {list(ab.shape)} {ab.dtype}, expected float32 2×h×w"
+        if not np.isfinite(ab).all():
+            return "ab holds NaN or infinite values"
+        return None
+    if set(arrays) != {"l_input", "lightness"}:
+        return f"arrays {sorted(arrays)} where 'l_input' and 'lightness' belong"
+    l_input, lightness = arrays["l_input"], arrays["lightness"]
+    if l_input.dtype != np.float32 or l_input.shape != (1, *model_input_size) or not np.isfinite(l_input).all():
+        return f"l_input of shape {list(l_input.shape)} {l_input.dtype}, expected finite float32 1×{model_input_size[0]}×{model_input_size[1]}"
+    frame = lent.arrays.get("frame")
+    if lightness.dtype != np.uint16 or frame is None or lightness.shape != frame.shape[:2]:
+        return f"lightness of shape {list(lightness.shape)} {lightness.dtype}, expected uint16 of the frame's size"
+    return None
 
 
 @dataclass(frozen=True)
@@ -139,6 +180,8 @@ class Broker:
         self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.backend.setsockopt(zmq.SNDHWM, 10_000)
         self.backend.setsockopt(zmq.LINGER, 0)
+        # a peer sending more than a result can hold is disconnected by ZeroMQ before it is read
+        self.backend.setsockopt(zmq.MAXMSGSIZE, max(spec.frame_bytes, 1 << 20) + (4 << 20))
         self.backend.bind(spec.endpoints.leases[spec.stage])
         self.public: str | None = None
         if self.pool.listen:
@@ -161,6 +204,8 @@ class Broker:
         self.lessee: dict[int, bytes] = {}
         self.workers: dict[bytes, WorkerState] = {}
         self.reset_sent: set[bytes] = set()
+        self.refused: set[bytes] = set()  # peers that sent a malformed message: ignored from then on
+        self.late = 0
         self.outbox: deque[list] = deque()
         self.eos_seen = False
         self.forwarded = self.resent = self.duplicates = 0
@@ -256,7 +301,20 @@ class Broker:
             self.lessee[seq] = worker_id
 
     def _from_worker(self, parts: list) -> None:
-        worker_id, kind, body = parts[0].bytes, parts[1].bytes, parts[2:]
+        """One message from a peer on the backend. Whatever it sent is checked before use; a
+        malformed message loses the peer (its frames go to others) and it is ignored from then on."""
+        worker_id = parts[0].bytes
+        if worker_id in self.refused:
+            return
+        try:
+            self._handle_worker_message(worker_id, parts[1:])
+        except (MessageError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+            self._refuse(worker_id, f"{type(exc).__name__ if not str(exc) else str(exc)}"[:200])
+
+    def _handle_worker_message(self, worker_id: bytes, parts: list) -> None:
+        if not parts:
+            raise MessageError("empty message")
+        kind, body = parts[0].bytes, parts[1:]
         worker = self.workers.get(worker_id)
         now = time.monotonic()
         if worker is not None:
@@ -268,23 +326,50 @@ class Broker:
                 "heartbeat_timeout_s": self.pool.heartbeat_timeout_s}).encode()])
         elif kind == READY:
             info = json.loads(body[0].bytes)
+            credit, name, host, pid = info["credit"], info.get("worker", ""), info.get("host", "?"), info.get("pid", 0)
+            if not isinstance(credit, int) or isinstance(credit, bool) or not 1 <= credit <= MAX_CREDIT:
+                raise MessageError(f"credit {str(credit)[:20]!r} is not an integer in 1..{MAX_CREDIT}")
+            if not isinstance(name, str) or not isinstance(host, str) or not isinstance(pid, int):
+                raise MessageError("bad worker name, host or pid")
             self.reset_sent.discard(worker_id)
             if worker is not None:
                 self._lose(worker_id, "it started again")
-            self.workers[worker_id] = WorkerState(name=info.get("worker", worker_id.decode(errors="replace")),
-                                                  host=info.get("host", "?"), pid=info.get("pid", 0),
-                                                  credit=int(info["credit"]), last_seen=now)
+            self.workers[worker_id] = WorkerState(name=(name or worker_id.decode(errors="replace"))[:MAX_NAME],
+                                                  host=host[:MAX_NAME], pid=pid, credit=credit, last_seen=now)
             name = self.workers[worker_id].name
             self.control.emit("worker", action="rejoined" if name in self.finished_workers else "joined",
-                              worker=name, host=self.workers[worker_id].host, credit=int(info["credit"]))
+                              worker=name, host=self.workers[worker_id].host, credit=credit)
         elif kind == RESULT:
-            self._accept(worker_id, worker, decode(body))
-            if worker is None:
-                self._reset(worker_id)
+            result = decode(body)
+            seq = result.header.seq
+            if self.lessee.get(seq) != worker_id:  # not lent to it (any more): a late or forged result
+                self.late += 1
+                if worker is not None:
+                    worker.leased.discard(seq)
+                else:
+                    self._reset(worker_id)
+                return
+            problem = result_problem(self.spec.stage, result, self.held[seq], self.spec.model_input_size)
+            if problem:
+                raise MessageError(f"result for frame {seq}: {problem}")
+            self._accept(worker_id, worker, result)
         elif kind == HEARTBEAT and worker is None:
             self._reset(worker_id)
         elif kind == BYE and worker is not None:
             self._lose(worker_id, "it left")
+        elif kind not in (HEARTBEAT, BYE):
+            raise MessageError(f"unknown message kind {kind[:20]!r}")
+
+    def _refuse(self, worker_id: bytes, reason: str) -> None:
+        """A peer sent a malformed message: it is lost (its frames go to others), told to stop, and
+        ignored from then on; the run goes on."""
+        self.refused.add(worker_id)
+        if worker_id in self.workers:
+            self._lose(worker_id, f"malformed message: {reason}")
+        else:
+            self.control.emit("worker", action="lost", worker=worker_id.decode(errors="replace")[:MAX_NAME],
+                              host="?", reason=f"malformed message: {reason}", resent=0)
+        self._send(worker_id, [STOP])
 
     def _reset(self, worker_id: bytes) -> None:
         """Tell a worker it was declared lost (once, until it is ready again)."""
@@ -373,7 +458,7 @@ class Broker:
         frames = dict(self.finished_workers)
         for worker in self.workers.values():
             frames[worker.name] = frames.get(worker.name, 0) + worker.frames
-        return {"forwarded": self.forwarded, "resent": self.resent, "duplicates": self.duplicates,
+        return {"forwarded": self.forwarded, "resent": self.resent, "duplicates": self.duplicates, "late": self.late,
                 "worker_frames": frames}
 
     def close(self) -> None:

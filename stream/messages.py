@@ -13,6 +13,7 @@ has everything even when several replicas of a stage reorder frames.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -89,16 +90,74 @@ def encode(message: Message) -> list:
     return [json.dumps(header, separators=(",", ":")).encode()] + parts
 
 
+class MessageError(ValueError):
+    """A message that does not follow the framing: its one-line reason."""
+
+
+WIRE_DTYPES = {"|u1", "<u2", "<f4"}
+"""The array types the pipeline sends: uint8 frames, uint16 lightness, float32 model tensors."""
+MAX_DIMS = 4
+MAX_HEADER_BYTES = 16_384
+HEADER_KEYS = {"kind", "seq", "pts", "time_base", "flags", "sent_at", "rotation", "buffers"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def decode(parts: list) -> Message:
-    """Multipart frames (bytes or zmq.Frame) → Message; arrays wrap the received buffers."""
-    raw = json.loads(bytes(_buffer(parts[0])))
-    specs = [BufferSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in raw.pop("buffers")]
-    raw["time_base"] = tuple(raw["time_base"])
-    header = FrameHeader(**raw, buffers=specs)
-    arrays = {}
-    for spec, part in zip(specs, parts[1:]):
-        arrays[spec.name] = np.frombuffer(_buffer(part), dtype=np.dtype(spec.dtype)).reshape(spec.shape)
-    return Message(header, arrays)
+    """Multipart frames (bytes or zmq.Frame) → Message; arrays wrap the received buffers.
+
+    Everything is checked before anything is used, since peers on the network may send anything:
+    the header is a JSON object of the known keys with values of the right types and ranges, each
+    buffer is declared with a name, a shape of at most 4 non-negative dimensions and one of
+    ``WIRE_DTYPES``, and its bytes are exactly shape × item size. Raises :class:`MessageError`.
+    """
+    if not parts:
+        raise MessageError("empty message")
+    head = bytes(_buffer(parts[0]))
+    if len(head) > MAX_HEADER_BYTES:
+        raise MessageError(f"header of {len(head)} bytes (at most {MAX_HEADER_BYTES})")
+    try:
+        raw = json.loads(head)
+    except (ValueError, UnicodeDecodeError):
+        raise MessageError("header is not JSON") from None
+    if not isinstance(raw, dict) or not set(raw) <= HEADER_KEYS or not {"kind", "seq"} <= set(raw):
+        raise MessageError("header is not a frame header")
+    kind = raw["kind"]
+    if not isinstance(kind, str) or not 0 < len(kind) <= 32 or not _is_int(raw["seq"]) or raw["seq"] < 0:
+        raise MessageError("bad kind or seq")
+    if raw.get("pts") is not None and not _is_int(raw["pts"]):
+        raise MessageError("bad pts")
+    time_base = raw.get("time_base", [1, 1])
+    if (not isinstance(time_base, list) or len(time_base) != 2 or not all(_is_int(v) and v > 0 for v in time_base)):
+        raise MessageError("bad time base")
+    if not _is_int(raw.get("flags", 0)) or not _is_int(raw.get("rotation", 0)):
+        raise MessageError("bad flags or rotation")
+    sent_at = raw.get("sent_at", 0.0)
+    if not isinstance(sent_at, (int, float)) or isinstance(sent_at, bool) or not math.isfinite(sent_at):
+        raise MessageError("bad send time")
+    declared = raw.get("buffers", [])
+    if not isinstance(declared, list) or len(declared) != len(parts) - 1:
+        raise MessageError(f"{len(parts) - 1} buffers sent, {len(declared) if isinstance(declared, list) else '?'} declared")
+    specs, arrays = [], {}
+    for spec, part in zip(declared, parts[1:]):
+        if (not isinstance(spec, dict) or set(spec) != {"name", "shape", "dtype"} or not isinstance(spec["name"], str)
+                or not 0 < len(spec["name"]) <= 64 or spec["name"] in arrays):
+            raise MessageError("bad buffer declaration")
+        shape = spec["shape"]
+        if (not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape)
+                or spec["dtype"] not in WIRE_DTYPES):
+            raise MessageError(f"buffer {spec['name']}: bad shape or dtype")
+        data = _buffer(part)
+        dtype = np.dtype(spec["dtype"])
+        if math.prod(shape) * dtype.itemsize != memoryview(data).nbytes:
+            raise MessageError(f"buffer {spec['name']}: {memoryview(data).nbytes} bytes for shape {shape} {dtype}")
+        specs.append(BufferSpec(spec["name"], tuple(shape), spec["dtype"]))
+        arrays[spec["name"]] = np.frombuffer(data, dtype=dtype).reshape(shape)
+    fields = {k: v for k, v in raw.items() if k != "buffers"}
+    fields["time_base"] = tuple(time_base)
+    return Message(FrameHeader(**fields, buffers=specs), arrays)
 
 
 def _buffer(part):

@@ -208,3 +208,64 @@ def test_tune_measures_this_machine_and_writes_a_config_that_loads(tmp_path, slo
         assert re.search(rf"{stage}\b.*ms", text), text
     assert f"{cores} core" in text
     assert yaml.safe_load(tuned.read_text())["inference"]["replicas"] == config.inference.replicas
+
+
+def test_malformed_messages_from_peers_are_dropped_and_the_run_is_untouched(tmp_path, slow_model, undisturbed):
+    """Peers speaking the wire protocol badly (bad JSON, a non-numeric credit, a result of the wrong
+    shape, a buffer declared far larger than sent, an oversized message, a result for a frame never
+    lent to them) are each disconnected with one notice; the run finishes with every frame as an
+    undisturbed run writes it."""
+    import json
+
+    import zmq
+
+    config = write_config(tmp_path, "inference:\n  replicas: 1\n  workers:\n    listen: tcp://127.0.0.1:0\n")
+    output = tmp_path / "attacked.mkv"
+    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
+                             "--config", config)
+    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
+                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+    context = zmq.Context()
+
+    peers = []
+
+    def peer(name: bytes) -> zmq.Socket:
+        sock = context.socket(zmq.DEALER)
+        peers.append(sock)  # kept open: a closed socket drops what it has not sent yet
+        sock.setsockopt(zmq.IDENTITY, name)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        return sock
+
+    def header(seq: int, buffers: list) -> bytes:
+        return json.dumps({"kind": "frame", "seq": seq, "pts": 0, "time_base": [1, 15], "flags": 0,
+                           "sent_at": 0.0, "rotation": 0, "buffers": buffers}).encode()
+
+    try:
+        peer(b"bad-json").send_multipart([b"ready", b"{not json"])
+        peer(b"bad-credit").send_multipart([b"ready", json.dumps({"credit": "lots", "worker": "x"}).encode()])
+        peer(b"never-lent").send_multipart([b"result", header(3, [{"name": "ab", "shape": [2, 56, 56],
+                                                                   "dtype": "<f4"}]), bytes(2 * 56 * 56 * 4)])
+        peer(b"huge").send_multipart([b"result", header(0, [{"name": "ab", "shape": [100000, 100000],
+                                                             "dtype": "<f4"}]), b"\0" * 16])
+        peer(b"oversized").send_multipart([b"heartbeat", b"\0" * (64 << 20)])
+        liar = peer(b"wrong-shape")
+        liar.send_multipart([b"ready", json.dumps({"credit": 2, "worker": "wrong-shape", "host": "h", "pid": 1}).encode()])
+        deadline = time.monotonic() + 30
+        while True:  # heartbeats come too; wait for a frame
+            assert liar.poll(max(1, int(1000 * (deadline - time.monotonic())))), "no frame was lent to the liar"
+            kind, *work = liar.recv_multipart()
+            if kind == b"work":
+                break
+        seq = json.loads(work[0])["seq"]
+        liar.send_multipart([b"result", header(seq, [{"name": "ab", "shape": [3, 5, 5], "dtype": "<f4"}]),
+                             bytes(3 * 5 * 5 * 4)])
+        assert pipeline.finish(180) == 0, pipeline.lines
+    finally:
+        context.destroy(linger=0)
+    notices = "\n".join(pipeline.lines)
+    for name, reason in (("bad-json", "header is not JSON|Expecting"), ("bad-credit", "credit 'lots' is not an integer"),
+                         ("huge", "bytes for shape"), ("wrong-shape", r"ab of shape \[3, 5, 5\]")):
+        assert re.search(rf"inference worker {name} lost \(malformed message: .*({reason})", notices), (name, notices)
+    assert "never-lent" not in notices  # a result for a frame it does not hold is ignored, not taken
+    assert decoded_frames(output) == undisturbed
