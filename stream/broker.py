@@ -34,7 +34,8 @@ Invariants:
   in range, the result contract); a malformed one loses the peer (its frames go to others), tells it
   to stop and ignores it from then on: the run goes on. ZeroMQ disconnects a peer whose message is
   larger than any result can be (``MAXMSGSIZE``).
-* A worker is lost on ``bye``, on ``heartbeat_timeout_s`` of silence, when its connection is
+* A worker is lost on ``bye``, on ``heartbeat_timeout_s`` of silence, when it holds a frame longer
+  than ``lease_timeout_s`` (alive, heartbeating, but not returning work), when its connection is
   gone (a send to it fails), or when the supervisor reports its process dead (command
   ``lost WORKER``). Its leased frames are queued again, lowest frame number first.
 * Memory is bounded: the broker reads upstream only while fewer than ``queue_depth`` frames wait
@@ -205,6 +206,7 @@ class Broker:
         self.workers: dict[bytes, WorkerState] = {}
         self.reset_sent: set[bytes] = set()
         self.refused: set[bytes] = set()  # peers that sent a malformed message: ignored from then on
+        self.lent_at: dict[int, float] = {}  # seq → when it was lent (lease deadlines)
         self.late = 0
         self.outbox: deque[list] = deque()
         self.eos_seen = False
@@ -299,6 +301,7 @@ class Broker:
             worker.leased.add(seq)
             worker.flushed = False
             self.lessee[seq] = worker_id
+            self.lent_at[seq] = time.monotonic()
 
     def _from_worker(self, parts: list) -> None:
         """One message from a peer on the backend. Whatever it sent is checked before use; a
@@ -388,6 +391,7 @@ class Broker:
             self.duplicates += 1
             return
         holder = self.lessee.pop(seq, None)
+        self.lent_at.pop(seq, None)
         if holder is not None and holder != worker_id and holder in self.workers:
             self.workers[holder].leased.discard(seq)
         arrays = {name: array for name, array in original.arrays.items() if name not in self.spec.consumes}
@@ -423,6 +427,7 @@ class Broker:
         for seq in worker.leased:
             if self.lessee.get(seq) == worker_id:
                 del self.lessee[seq]
+                self.lent_at.pop(seq, None)
                 if seq in self.held:
                     self._queue(seq)
                     requeued += 1
@@ -439,6 +444,13 @@ class Broker:
                 worker.last_seen += gap  # time the broker did not run is not the worker's silence
             if now - worker.last_seen > self.pool.heartbeat_timeout_s:
                 self._lose(worker_id, f"no heartbeat for {self.pool.heartbeat_timeout_s:g} s")
+                continue
+            if gap > self.pool.heartbeat_interval_s:
+                for seq in worker.leased:
+                    self.lent_at[seq] = self.lent_at.get(seq, now) + gap
+            overdue = [seq for seq in worker.leased if now - self.lent_at.get(seq, now) > self.pool.lease_timeout_s]
+            if overdue:
+                self._lose(worker_id, f"held frame {min(overdue)} for more than {self.pool.lease_timeout_s:g} s")
         waiting = any(seq in self.held and seq not in self.lessee for seq in self.queued)
         if self.eos_seen and not waiting:
             for worker_id, worker in list(self.workers.items()):

@@ -117,7 +117,8 @@ class WorkerPool:
     ``listen``: an extra address the broker binds so ``colorize worker`` processes from other
     processes or hosts can join (``tcp://0.0.0.0:5560``; port 0 = any free port, printed at start).
     ``advertise``: the address those workers connect to, shown in the join hint (default: derived
-    from ``listen``). A worker silent for ``heartbeat_timeout_s`` is lost. ``window``: how far (in
+    from ``listen``). A worker silent for ``heartbeat_timeout_s``, or holding a frame longer than
+    ``lease_timeout_s`` (alive but not returning work), is lost. ``window``: how far (in
     frames) work may run ahead of the oldest unfinished frame, which bounds the reorder buffer.
     """
 
@@ -125,6 +126,7 @@ class WorkerPool:
     advertise: str = field(default="", metadata={"check": _connect_address})
     heartbeat_interval_s: float = field(default=1.0, metadata={"min": 0.05, "max": 60})
     heartbeat_timeout_s: float = field(default=5.0, metadata={"min": 0.2, "max": 600})
+    lease_timeout_s: float = field(default=30.0, metadata={"min": 0.5, "max": 3600})
     window: int = field(default=64, metadata={"min": 4, "max": 100_000})
 
     def check(self) -> tuple[str, str] | None:

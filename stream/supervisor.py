@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import secrets
 import shutil
 import sys
 import signal
@@ -188,7 +189,8 @@ class Supervisor:
     def _spawn(self, stage: str, replica: int) -> None:
         """Start one replica of a stage (again, after a death); leased replicas get a fresh worker id."""
         self.generation += 1
-        worker_id = f"{stage}-{replica}.{self.generation}" if stage in self.leased else ""
+        # unguessable, so no peer on the network can take over a local replica's identity
+        worker_id = f"{stage}-{replica}.{self.generation}#{secrets.token_hex(8)}" if stage in self.leased else ""
         spec = StageSpec(stage=stage, replica=replica, job=self.job, config=self.config,
                          endpoints=self.endpoints, worker_id=worker_id)
         process = self.process_context.Process(

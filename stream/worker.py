@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import queue
+import secrets
 import signal
 import socket
 import sys
@@ -205,6 +206,8 @@ class LeaseLoop:
 
 
 def connect(context: zmq.Context, endpoint: str, identity: str) -> zmq.Socket:
+    """A DEALER to the broker under the ZeroMQ identity ``identity`` (unique per process: the broker
+    keys workers by it, so two workers must never share one)."""
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     sock.setsockopt(zmq.LINGER, 1000)
@@ -310,7 +313,7 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: leaving.set())
     context = zmq.Context()
-    sock = connect(context, args.connect, name)
+    sock = connect(context, args.connect, f"{name}#{secrets.token_hex(8)}")  # --name twice: two workers
     stage = None
     try:
         info = {"worker": name, "stage": args.stage, "host": socket.gethostname(), "pid": os.getpid()}

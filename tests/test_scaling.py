@@ -269,3 +269,53 @@ def test_malformed_messages_from_peers_are_dropped_and_the_run_is_untouched(tmp_
         assert re.search(rf"inference worker {name} lost \(malformed message: .*({reason})", notices), (name, notices)
     assert "never-lent" not in notices  # a result for a frame it does not hold is ignored, not taken
     assert decoded_frames(output) == undisturbed
+
+
+def test_a_hoarding_worker_loses_its_frames_and_no_peer_can_take_another_workers_identity(tmp_path, slow_model,
+                                                                                         undisturbed):
+    """A peer that takes frames and heartbeats but never returns them is lost after lease_timeout_s and
+    its frames go to others; a peer using the old, predictable identity of a local replica is just
+    another worker; two real workers started with the same --name both work. The output is exact."""
+    import json
+
+    import zmq
+
+    config = write_config(tmp_path, "inference:\n  replicas: 0\n  workers:\n    listen: tcp://127.0.0.1:0\n"
+                                    "    heartbeat_interval_s: 0.2\n    heartbeat_timeout_s: 1.0\n"
+                                    "    lease_timeout_s: 2.0\n")
+    output = tmp_path / "hoarded.mkv"
+    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
+                             "--config", config)
+    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
+                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+    context = zmq.Context()
+    hoarder = context.socket(zmq.DEALER)
+    hoarder.setsockopt(zmq.IDENTITY, b"inference-0.1")  # what a local replica's identity used to be
+    hoarder.setsockopt(zmq.LINGER, 0)
+    hoarder.connect(endpoint)
+    hoarder.send_multipart([b"ready", json.dumps({"credit": 8, "worker": "hoarder", "host": "h", "pid": 1}).encode()])
+    pipeline.wait_for(r"inference worker hoarder joined from h")
+    taken, stop = 0, time.monotonic() + 30
+    twins = []
+    try:
+        while time.monotonic() < stop:
+            if hoarder.poll(200):
+                kind, *_ = hoarder.recv_multipart()
+                taken += kind == b"work"
+            hoarder.send_multipart([b"heartbeat", b"{}"])
+            if taken and not twins:  # it holds frames: now the real workers come
+                twins = [BackgroundCli("worker", "--stage", "inference", "--connect", endpoint, "--model", slow_model,
+                                       "--name", "twin", "--credit", "4", "--threads", "1", "--wait", "30")
+                         for _ in range(2)]
+            if any("held frame" in line for line in pipeline.lines):
+                break
+        lost = pipeline.wait_for(r"inference worker hoarder lost \(held frame \d+ for more than 2 s\); "
+                                 r"(\d+) frames? it held sent to other workers")
+        assert int(lost.group(1)) == taken > 0
+        assert pipeline.finish(180) == 0, pipeline.lines
+    finally:
+        context.destroy(linger=0)
+    assert sum("inference worker twin joined" in line for line in pipeline.lines) == 2, pipeline.lines
+    for twin in twins:
+        assert twin.finish(30) == 0, twin.lines
+    assert decoded_frames(output) == undisturbed
