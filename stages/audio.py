@@ -5,8 +5,9 @@ video it writes (everything up to the time of the last video frame written). Pac
 without re-encoding where the output container takes the codec; otherwise they are transcoded
 to AAC.
 
-Damaged audio never costs the video: packets that do not decode, or whose timestamps go backwards
-(the muxer would refuse them), are skipped; if the input cannot be read any further, the audio
+Damaged audio never costs the video: packets that do not decode (also when they are copied: each is
+decoded first, so damage is never copied into the output), or whose timestamps go backwards (the
+muxer would refuse them), are skipped; if the input cannot be read any further, the audio
 stops there. Either way :meth:`AudioTrack.warnings` says so.
 """
 from __future__ import annotations
@@ -84,6 +85,9 @@ class AudioTrack:
                 if packet.dts is not None and self._last_dts is not None and packet.dts <= self._last_dts:
                     self.packets_skipped += 1
                     continue
+                if not self._decodes(packet):  # copied damaged, it would be damaged in the output too
+                    self.packets_skipped += 1
+                    continue
                 self._last_dts = packet.dts if packet.dts is not None else self._last_dts
                 packet.stream = self.stream
                 self.output.mux(packet)
@@ -97,6 +101,15 @@ class AudioTrack:
                 for frame in frames:
                     frame.pts = None
                     self._mux(self._encode(frame))
+
+    @staticmethod
+    def _decodes(packet) -> bool:
+        """Whether FFmpeg's decoder takes the packet without an error (audio decoding is cheap)."""
+        try:
+            packet.decode()
+        except (av.error.FFmpegError, ValueError):
+            return False
+        return True
 
     def _encode(self, frame) -> list:
         """AAC packets for a decoded frame (None: the encoder's last ones); none for a frame that

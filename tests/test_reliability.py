@@ -585,3 +585,46 @@ def test_mutated_real_clips_never_hang_and_always_end_clearly(tmp_path, run_tmp,
         seen[verdict] = seen.get(verdict, 0) + 1
         source.unlink()
     print(f"fuzz: {sum(seen.values())} mutations in {time.monotonic() - started:.0f} s: {seen}")
+
+
+def damage_audio_packets(source: Path, target: Path, packets: range, seed: int = 5) -> Path:
+    """A copy of ``source`` with random bytes over the first half of some of its audio packets."""
+    with av.open(str(source)) as container:
+        spans = [(packet.pos, packet.size) for packet in container.demux(audio=0) if packet.size]
+    data = bytearray(source.read_bytes())
+    rng = np.random.default_rng(seed)
+    for index in packets:
+        pos, size = spans[index]
+        data[pos:pos + size // 2] = rng.integers(0, 256, size // 2, dtype=np.uint8).tobytes()
+    target.write_bytes(bytes(data))
+    return target
+
+
+def audio_decode_errors(path: Path) -> tuple[int, int]:
+    """(audio packets, packets FFmpeg's decoder rejects) of a file's first audio track."""
+    packets = errors = 0
+    with av.open(str(path)) as container:
+        for packet in container.demux(audio=0):
+            if not packet.size:
+                continue
+            packets += 1
+            try:
+                packet.decode()
+            except av.error.FFmpegError:
+                errors += 1
+    return packets, errors
+
+
+def test_damaged_audio_is_not_copied_into_the_output(tmp_path, run_tmp, ab_model):
+    clean = shared_file("video", "test_video.mp4")  # AAC, copied as is into an MP4
+    source = damage_audio_packets(clean, tmp_path / "damaged sound.mp4", range(40, 52))
+    damaged_in = audio_decode_errors(source)[1]
+    assert damaged_in > 0, "the damage must be something a decoder notices"
+    output = tmp_path / "out.mp4"
+    outcome = colorize(source, "-o", output, "--model", ab_model, run_tmp=run_tmp)
+    assert outcome.returncode == 0, outcome.lines
+    packets, errors = audio_decode_errors(output)
+    assert errors == 0 and packets >= audio_decode_errors(clean)[0] - damaged_in
+    assert any(re.fullmatch(rf"warning: {damaged_in} damaged audio packets of {re.escape(str(source))} skipped", line)
+               for line in outcome.warnings), outcome.warnings
+    assert "audio copied" in outcome.lines[-1]
