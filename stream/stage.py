@@ -35,6 +35,7 @@ from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.memory import link_depth
 from stream.messages import Message, end_of_stream
+from stream.rundir import process_exists
 from stream.tracing import StageRecorder
 from stream.transport import CommandListener, ControlChannel, Endpoints, Link, poll_timeout_ms
 
@@ -187,7 +188,7 @@ def _die_with_supervisor(supervisor_pid: int) -> None:
         if pidfd is not None:
             select.select([pidfd], [], [])
         else:
-            while _exists(supervisor_pid):
+            while process_exists(supervisor_pid):
                 time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -201,16 +202,6 @@ def cpu_figures(cpu_at_ready: float | None) -> dict[str, float]:
     if cpu_at_ready is None:
         return {"startup_cpu_s": now, "cpu_s": 0.0}
     return {"startup_cpu_s": cpu_at_ready, "cpu_s": now - cpu_at_ready}
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _queue_depth(config: PipelineConfig, link: str, frame_bytes: int = 0) -> int:

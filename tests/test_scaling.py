@@ -59,6 +59,16 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def listening_run(tmp_path: Path, config_text: str, model: Path, output: Path) -> tuple[BackgroundCli, str]:
+    """A run of test_video.mp4 whose inference broker accepts workers; (the run, the address to join)."""
+    config = write_config(tmp_path, config_text)
+    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", model,
+                             "--config", config)
+    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
+                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+    return pipeline, endpoint
+
+
 def test_every_shipped_config_loads():
     assert {"default.yaml", "throughput.yaml", "multihost.yaml"} <= {path.name for path in CONFIGS}
     for path in CONFIGS:
@@ -96,14 +106,10 @@ def test_workers_join_die_leave_and_hang_without_losing_or_repeating_a_frame(tmp
     tcp on 127.0.0.1, one at a time, so each event happens mid-run whatever the machine's speed.
     A deep queue keeps the broker handing out work even when the encoder is slower than the model,
     so a worker always holds frames when it goes."""
-    config = write_config(tmp_path, "inference:\n  replicas: 0\n  queue_depth: 64\n  workers:\n"
-                                    "    listen: tcp://127.0.0.1:0\n    heartbeat_interval_s: 0.2\n"
-                                    "    heartbeat_timeout_s: 1.0\n")
     output = tmp_path / "joined.mkv"
-    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
-                       "--config", config)
-    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
-                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+    pipeline, endpoint = listening_run(tmp_path, "inference:\n  replicas: 0\n  queue_depth: 64\n  workers:\n"
+                                                 "    listen: tcp://127.0.0.1:0\n    heartbeat_interval_s: 0.2\n"
+                                                 "    heartbeat_timeout_s: 1.0\n", slow_model, output)
 
     def worker(name: str, model: Path = slow_model) -> BackgroundCli:
         return BackgroundCli("worker", "--stage", "inference", "--connect", endpoint, "--model", model,
@@ -219,12 +225,9 @@ def test_malformed_messages_from_peers_are_dropped_and_the_run_is_untouched(tmp_
 
     import zmq
 
-    config = write_config(tmp_path, "inference:\n  replicas: 1\n  workers:\n    listen: tcp://127.0.0.1:0\n")
     output = tmp_path / "attacked.mkv"
-    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
-                             "--config", config)
-    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
-                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+    pipeline, endpoint = listening_run(tmp_path, "inference:\n  replicas: 1\n  workers:\n    listen: tcp://127.0.0.1:0\n",
+                                       slow_model, output)
     context = zmq.Context()
 
     peers = []
@@ -280,14 +283,10 @@ def test_a_hoarding_worker_loses_its_frames_and_no_peer_can_take_another_workers
 
     import zmq
 
-    config = write_config(tmp_path, "inference:\n  replicas: 0\n  workers:\n    listen: tcp://127.0.0.1:0\n"
-                                    "    heartbeat_interval_s: 0.2\n    heartbeat_timeout_s: 1.0\n"
-                                    "    lease_timeout_s: 2.0\n")
     output = tmp_path / "hoarded.mkv"
-    pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model,
-                             "--config", config)
-    endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
-                                 r"--connect (tcp://127\.0\.0\.1:\d+)$").group(1)
+    pipeline, endpoint = listening_run(tmp_path, "inference:\n  replicas: 0\n  workers:\n    listen: tcp://127.0.0.1:0\n"
+                                                 "    heartbeat_interval_s: 0.2\n    heartbeat_timeout_s: 1.0\n"
+                                                 "    lease_timeout_s: 2.0\n", slow_model, output)
     context = zmq.Context()
     hoarder = context.socket(zmq.DEALER)
     hoarder.setsockopt(zmq.IDENTITY, b"inference-0.1")  # what a local replica's identity used to be
