@@ -501,3 +501,20 @@ def test_without_model_the_embedded_model_colorizes_a_gray_photo(tmp_path):
     assert result.returncode == 0, result.stderr
     lab = cv2.cvtColor(cv2.imread(str(output)).astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
     assert np.hypot(lab[..., 1], lab[..., 2]).mean() > 5.0, "the embedded model added no colour"
+
+
+def test_the_embedded_model_does_not_paint_a_black_and_white_film_red(tmp_path):
+    """The first embedded model turned chaplin.mp4's lawns and suits red (mean a* +6 to +7 over the
+    picture, large areas above a* 15). Frames of the colorized film: no cast and no saturated red."""
+    output = tmp_path / "chaplin colour.mp4"
+    result = run_cli(shared_file("video", "chaplin.mp4"), "-o", output, "-q")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(output)) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % 40 == 20]
+    assert len(frames) == 6
+    for rgb in frames:
+        lab = cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[:, 80:560]  # inside the pillarbox
+        a, b = lab[..., 1], lab[..., 2]
+        assert abs(a.mean()) < 4.0 and abs(b.mean()) < 6.0, (a.mean(), b.mean())
+        assert (a > 15).mean() < 0.02, "saturated red areas"
+        assert np.hypot(a, b).mean() > 1.0, "no colour was added"
