@@ -38,6 +38,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, at most ``MAX_CLIENTS`` at once; the rest are answered 503 and closed."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst of connections is answered, not dropped by TCP
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
