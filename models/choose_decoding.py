@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from models import load_bin_centres
-from models.evaluate import PerImageSummary, score_image
 from models.network import ColorNet, Decoding
-from models.train import DEFAULT_VAL, load_validation, log_prior_tensor, validation_logits
+from models.train import DEFAULT_VAL, decoded_figures, load_validation, log_prior_tensor, validation_logits
 from stages.lab import ColourSettings
 
 TEMPERATURES = (0.38, 0.5, 0.6)
@@ -69,11 +68,7 @@ def choose(weights: Path, val_dir: Path) -> dict:
     logits = validation_logits(net, [rgb for _, rgb in images])
 
     def figures_of(decoding: Decoding, colour: ColourSettings) -> dict:
-        decode = decoding.module(centres, log_prior)
-        with torch.no_grad():
-            scores = [score_image(name, rgb, decode(s)[0].numpy(), colour).scores
-                      for (name, rgb), s in zip(images, logits)]
-        return PerImageSummary.of(scores).brief()
+        return decoded_figures(logits, images, decoding.module(centres, log_prior), colour)
 
     candidates = []
     for t, beta, gamma in itertools.product(TEMPERATURES, TILT_BETAS, CONFIDENCE_POWERS):

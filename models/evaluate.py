@@ -18,6 +18,7 @@ Colour conventions are those of :mod:`stages.lab` (OpenCV float Lab, L in 0..100
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -31,7 +32,7 @@ import numpy as np
 from models import NUM_BINS, load_bin_centres
 from models.runtime import ColorModel, SessionSettings
 from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
-from stages.lab import ColourSettings, frame_ab, lightness_code, merge_ab, merge_lightness, model_input
+from stages.lab import ColourSettings, frame_ab, lightness_code, merge_lightness, model_input
 from stream.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -416,7 +417,7 @@ def score_image(name: str, rgb: np.ndarray, predicted_ab: np.ndarray,
     rebalance = class_rebalanced_weights(bins)
     height, width = rgb.shape[:2]
     ours_rgb = merge_lightness(code, predicted_ab, colour)
-    gray_rgb = merge_ab(rgb, _ZERO_AB)
+    gray_rgb = merge_lightness(code, _ZERO_AB)
     ours_mean_ab = lab_ab(ours_rgb).reshape(-1, 2).mean(0)
     truth_mean_ab = truth_ab.reshape(-1, 2).mean(0)
     scores = ImageScores(
@@ -517,13 +518,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def saturation_value(text: str) -> float:
-    """argparse type: a colour strength in 0..2."""
+    """argparse type: a colour strength within ColourSettings.saturation's bounds."""
+    bounds = next(f.metadata for f in dataclasses.fields(ColourSettings) if f.name == "saturation")
+    low, high = bounds["min"], bounds["max"]
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in 0..2, got '{text}'") from None
-    if not 0.0 <= value <= 2.0:
-        raise argparse.ArgumentTypeError(f"expected a number in 0..2, got '{text}'")
+        value = math.nan
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected a number in {low:g}..{high:g}, got '{text}'")
     return value
 
 

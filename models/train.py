@@ -202,16 +202,20 @@ def validation_logits(net: ColorNet, images: list[np.ndarray]) -> list[torch.Ten
         return [net.logits(torch.from_numpy(model_input(rgb, (224, 224))[None])) for rgb in images]
 
 
-def validate(net: ColorNet, images: list[tuple[str, np.ndarray]], decode: AnnealedMean,
-             colour: ColourSettings = ColourSettings()) -> dict:
-    """Per-image validation figures (:meth:`PerImageSummary.brief`) of ``net`` decoded by ``decode``."""
+def decoded_figures(logits: list[torch.Tensor], images: list[tuple[str, np.ndarray]], decode: AnnealedMean,
+                    colour: ColourSettings = ColourSettings()) -> dict:
+    """Per-image validation figures (:meth:`PerImageSummary.brief`) of bin scores (one per image,
+    from :func:`validation_logits`) decoded by ``decode`` and put on each image as ``colour`` says."""
     from models.evaluate import PerImageSummary, score_image
 
-    logits = validation_logits(net, [rgb for _, rgb in images])
     with torch.no_grad():
-        abs_ = [decode(s)[0].numpy() for s in logits]
-    scores = [score_image(name, rgb, ab, colour).scores for (name, rgb), ab in zip(images, abs_)]
+        scores = [score_image(name, rgb, decode(s)[0].numpy(), colour).scores for (name, rgb), s in zip(images, logits)]
     return PerImageSummary.of(scores).brief()
+
+
+def validate(net: ColorNet, images: list[tuple[str, np.ndarray]], decode: AnnealedMean) -> dict:
+    """Per-image validation figures of ``net`` decoded by ``decode``."""
+    return decoded_figures(validation_logits(net, [rgb for _, rgb in images]), images, decode)
 
 
 def log_prior_tensor(prior: np.ndarray, centres: np.ndarray) -> torch.Tensor:

@@ -25,8 +25,8 @@ from typing import Callable
 import zmq
 
 from models import DEFAULT_MODEL_PATH
-from stream import __version__
 from models.runtime import ColorModel, ModelError, SessionSettings
+from stream import __version__
 from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config, with_override
 from stream.errors import InputError, PipelineError, error_lines
@@ -106,8 +106,6 @@ class Request:
     is_image: bool
     stream_index: int
     quiet: bool
-    skip: bool = False
-    """The output exists and -n says keep it: nothing is to be done."""
 
 
 def validate(args: argparse.Namespace) -> Request:
@@ -130,14 +128,14 @@ def validate(args: argparse.Namespace) -> Request:
     if not is_url and (output.resolve() == source.resolve()
                        or (output.exists() and os.path.samefile(output, source))):
         raise InputError(f"output path is the same as the input: {output}")
-    skip = existing_output(output, getattr(args, "overwrite", False), getattr(args, "no_overwrite", False))
+    existing_output(output, getattr(args, "overwrite", False), getattr(args, "no_overwrite", False))  # refuse early
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
     config = run_config(args)
     model = args.model or DEFAULT_MODEL_PATH
     if args.model is None and not model.is_file():
         raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
-    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, skip)
+    return Request(args.input, output, model, config, is_image, args.stream, args.quiet)
 
 
 COMMAND_LINE_OVERRIDES = {
@@ -287,8 +285,8 @@ def colorize(args: argparse.Namespace) -> int:
     output = Path(request.output)
     with OutputLock(output):
         remove_stale_temporaries(output)
-        # again under the lock: a run that held it may have finished this output since validate
-        if request.skip or existing_output(output, args.overwrite, args.no_overwrite):
+        # under the lock: a run that held it may have finished this output since validate
+        if existing_output(output, args.overwrite, args.no_overwrite):
             if not request.quiet:
                 print(f"{output} exists: kept, nothing done (-n)", file=sys.stderr)
             return 0

@@ -73,8 +73,6 @@ class LiveRequest:
     quiet: bool
     duration_s: float = 0.0
     preview: tuple[str, int] | None = None
-    skip: bool = False
-    """The output file exists and -n says keep it: nothing is to be done."""
 
     @property
     def publishing(self) -> bool:
@@ -93,14 +91,13 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         if source.is_dir():
             raise InputError(f"input is a directory, not a file: {source}")
     output_format = publish_format(args.output)
-    skip = False
     if output_format is None:
         output = Path(args.output)
         if output.suffix.lower() not in VIDEO_FORMATS:
             raise InputError(f"unknown output extension '{output.suffix or '(none)'}' for a video: "
                              f"use one of {', '.join(sorted(VIDEO_FORMATS))} or a stream URL (rtsp://, rtmp://)")
         check_output_location(output)
-        skip = existing_output(output, args.overwrite, args.no_overwrite)
+        existing_output(output, args.overwrite, args.no_overwrite)  # refuse early
         output_format = VIDEO_FORMATS[output.suffix.lower()]
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
@@ -117,7 +114,7 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
     if args.model is None and not model.is_file():
         raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
     return LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
-                       args.duration or 0.0, preview, skip)
+                       args.duration or 0.0, preview)
 
 
 @dataclass
