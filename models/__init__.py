@@ -7,9 +7,41 @@ import numpy as np
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_PATH = MODELS_DIR / "default.onnx"
+DEFAULT_INT8_MODEL_PATH = MODELS_DIR / "default-int8.onnx"
+"""The embedded model's INT8 twin (``colorize quantize`` defaults: QDQ, uint8 activations, int8
+per-channel weights, 313-bin logits and decoding kept in float), shipped because it meets the same
+validation figures as the float model (models/MODEL_CARD.md)."""
+INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+"""CPU features (Linux /proc/cpuinfo names) with 8-bit dot-product instructions, where onnxruntime's
+INT8 kernels beat float ones (x86 VNNI and AMX, ARM dot product)."""
 BIN_CENTRES_PATH = MODELS_DIR / "ab_bin_centres.txt"
 NUM_BINS = 313
 ANNEAL_T = 0.38
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def embedded_model(provider: str, precision: str) -> Path:
+    """The embedded model file to run: ``precision`` 'fp32' or 'int8' names a twin; 'auto' takes the
+    INT8 twin on the CPU provider where the CPU has 8-bit dot products (:data:`INT8_DOT_PRODUCT_FLAGS`)
+    and the file is installed, else the float model (GPUs and NPUs run float models fastest)."""
+    if precision == "int8":
+        return DEFAULT_INT8_MODEL_PATH
+    if (precision == "auto" and provider == "cpu" and DEFAULT_INT8_MODEL_PATH.is_file()
+            and cpu_flags() & INT8_DOT_PRODUCT_FLAGS):
+        return DEFAULT_INT8_MODEL_PATH
+    return DEFAULT_MODEL_PATH
 
 
 def load_bin_centres() -> np.ndarray:

@@ -40,7 +40,7 @@ from models.evaluate import AbErrorTally, ab_error, add_colour_arguments, colour
 from models.runtime import ColorModel, SessionSettings
 from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
 from stages.lab import ColourSettings, lightness_code, merge_lightness, model_input
-from stages.temporal import TemporalConfig, TemporalSmoother
+from stages.temporal import ModelCadence, TemporalConfig, TemporalSmoother
 from stream.errors import InputError
 
 FLICKER_SIZE = 320
@@ -363,8 +363,12 @@ class _Method:
 def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: TemporalConfig | None,
                     *, name: str = "frames", has_colour: bool | None = None,
                     sample: SideBySideWriter | None = None,
-                    colour: ColourSettings = ColourSettings()) -> VideoQualityReport:
+                    colour: ColourSettings = ColourSettings(), every_nth_frame: int = 1) -> VideoQualityReport:
     """Evaluate colour (or gray) RGB uint8 frames given in presentation order; see the module docstring.
+
+    ``every_nth_frame`` k > 1: the temporal output is sparse inference as the pipeline runs it
+    (:class:`stages.temporal.ModelCadence` picks the frames the model sees; the others get
+    :meth:`stages.temporal.TemporalSmoother.carry`); needs ``temporal``.
 
     ``has_colour``: whether the frames are ground truth for PSNR/AuC; None decides from their mean
     chroma (≥ GRAY_CHROMA Lab units). ``sample``, if given, receives per-frame | temporal panels
@@ -372,6 +376,7 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
     """
     started = time.perf_counter()
     smoother = TemporalSmoother(temporal) if temporal is not None else None
+    cadence = ModelCadence(every_nth_frame, temporal)
     per_frame, smoothed, grayscale = _Method(), _Method(), _Method()
     meter = FlickerMeter()
     frame_scores: list[FrameScores] = []
@@ -392,7 +397,10 @@ def evaluate_frames(model: ColorModel, frames: Iterable[np.ndarray], temporal: T
         ab_gap, cut = math.nan, False
         if smoother is not None:
             t3 = time.perf_counter()
-            ab_smooth = smoother.update(lightness, ab)
+            if cadence.every > 1 and not cadence.wants_model(cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)):
+                ab_smooth = smoother.carry(lightness)
+            else:
+                ab_smooth = smoother.update(lightness, ab)
             t4 = time.perf_counter()
             out_smooth = merge_lightness(lightness, ab_smooth, colour)
             t5 = time.perf_counter()

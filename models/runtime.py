@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import ANNEAL_T, NUM_BINS, load_bin_centres
+from models import ANNEAL_T, NUM_BINS, embedded_model, load_bin_centres
 
 PROVIDERS = {
     "cpu": ("CPUExecutionProvider", "onnxruntime"),
@@ -51,6 +51,17 @@ def import_onnxruntime():
 
 class ModelError(Exception):
     """A model file that is missing, unreadable or does not follow the contract (one-line message)."""
+
+
+def model_to_run(given: Path | None, provider: str, precision: str) -> Path:
+    """``--model`` as given, else the embedded model's twin for ``provider`` and ``precision``
+    (:func:`models.embedded_model`); raises ModelError when that file is not installed."""
+    if given is not None:
+        return given
+    model = embedded_model(provider, precision)
+    if not model.is_file():
+        raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
+    return model
 
 
 @dataclass(frozen=True)

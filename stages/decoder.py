@@ -1,4 +1,9 @@
-"""Decoder stage: opens the input with PyAV and sends its video frames as RGB24 arrays.
+"""Decoder stage: opens the input with PyAV and sends its video frames on.
+
+An 8-bit 4:2:0 limited-range frame (most H.264, HEVC, VP8/9, MPEG-2 and DV-converted video) with
+even sizes goes as its luma plane alone (``luma``, uint8 H×W): its chroma is about to be replaced,
+and its luma is kept unchanged to the output (:func:`stages.lab.chroma_planes`). Any other frame
+goes as RGB24 (``frame``, uint8 H×W×3), converted by FFmpeg.
 
 Each frame keeps its pts and the stream's time base, so the output has the input's timestamps
 (constant or variable frame rate). Packets that fail to decode are skipped and counted (see
@@ -12,10 +17,13 @@ import time
 from typing import Iterable
 
 import av
+import cv2
+import numpy as np
 
 from stream.accounting import DecodeAccount, ended_early_warning
+from stages.temporal import ModelCadence
 from stream.errors import InputError
-from stream.messages import FLAG_KEYFRAME, FRAME, FrameHeader, Message
+from stream.messages import FLAG_CARRY, FLAG_KEYFRAME, FRAME, FrameHeader, Message
 from stream.stage import Stage
 
 
@@ -63,6 +71,32 @@ def announced_end_s(container, stream) -> float | None:
     return None
 
 
+def takes_luma_path(frame: av.VideoFrame) -> bool:
+    """True for frames whose luma can be kept as the output's: 8-bit 4:2:0, limited range, even sizes."""
+    return (frame.format.name == "yuv420p" and frame.color_range != JPEG_RANGE
+            and frame.width % 2 == 0 and frame.height % 2 == 0)
+
+
+JPEG_RANGE = 2  # AVColorRange AVCOL_RANGE_JPEG: full-range luma 0..255
+
+
+def frame_arrays(frame: av.VideoFrame) -> dict[str, np.ndarray]:
+    """What a decoded frame travels as: ``{"luma": uint8 H×W}`` (:func:`takes_luma_path`) or
+    ``{"frame": uint8 H×W×3 RGB}``."""
+    if takes_luma_path(frame):
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8, count=frame.height * plane.line_size).reshape(frame.height, plane.line_size)
+        return {"luma": np.ascontiguousarray(rows[:, :frame.width])}
+    return {"frame": frame.to_ndarray(format="rgb24")}
+
+
+def grey_plane(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The luma of a frame from :func:`frame_arrays`, uint8 H×W (computed for an RGB frame)."""
+    if "luma" in arrays:
+        return arrays["luma"]
+    return cv2.cvtColor(arrays["frame"], cv2.COLOR_RGB2GRAY)
+
+
 class Decoder(Stage):
     name = "decoder"
     output_link = "frames"
@@ -93,6 +127,7 @@ class Decoder(Stage):
         self.last_frame_end_s: float | None = None
         self.expected_end_s = announced_end_s(self.container, self.stream)
         self.draining = False
+        self.cadence = ModelCadence(self.config.inference.every_nth_frame, self.config.encoder.temporal)
         total = estimated_frame_count(self.stream)
         if self.job.max_frames:
             total = min(total or self.job.max_frames, self.job.max_frames)
@@ -111,13 +146,16 @@ class Decoder(Stage):
                 pts = 0 if last_pts is None else last_pts + self.frame_ticks
             last_pts = pts
             self.last_frame_end_s = float((pts + (frame.duration or self.frame_ticks)) * self.stream.time_base)
-            header = FrameHeader(kind=FRAME, seq=self.decoded, pts=pts, time_base=self.time_base,
-                                 flags=FLAG_KEYFRAME if frame.key_frame else 0,
+            arrays = frame_arrays(frame)
+            flags = FLAG_KEYFRAME if frame.key_frame else 0
+            if self.cadence.every > 1 and not self.cadence.wants_model(grey_plane(arrays)):
+                flags |= FLAG_CARRY
+            header = FrameHeader(kind=FRAME, seq=self.decoded, pts=pts, time_base=self.time_base, flags=flags,
                                  sent_at=time.time(), rotation=int(frame.rotation or 0))
             self.decoded += 1
             self.account.frames = self.decoded
             self.account.concealed += bool(frame.is_corrupt)
-            yield Message(header, {"frame": frame.to_ndarray(format="rgb24")})
+            yield Message(header, arrays)
         if self.decoded == 0 and not self.draining:
             raise InputError(f"no decodable video frames in {self.job.input}")
 

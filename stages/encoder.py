@@ -1,24 +1,29 @@
 """Encoder stage: restores frame order, merges predicted ab with each frame's L, writes H.264.
 
-Post-processing (temporal smoothing (:mod:`stages.temporal`), ab resize, merge with the full-resolution L, Lab → RGB →
-yuv420p) happens here rather than in the inference stage: smoothing needs the frames in
-presentation order, which only the encoder has. The frame itself arrives as its lightness (uint16
-H×W, computed by the preprocessor: :func:`stages.lab.lightness_code`), all the merge needs.
+Post-processing (temporal smoothing (:mod:`stages.temporal`), ab resize, colour) happens here
+rather than in the inference stage: smoothing needs the frames in presentation order, which only
+the encoder has. Two colour paths, chosen per frame by the decoder (:mod:`stages.decoder`):
 
-The encoder is the pipeline's serial step, so its work is spread over two cores: the smoother runs
-on the stage's thread as each frame comes out of the reorder buffer (it is cheap and needs that
-order), and a colour thread merges and converts frame N+1 while the stage's thread hands frame N to
-x264 and muxes it (OpenCV, NumPy's large operations and libx264 release the GIL). At most
-``colour_ahead`` frames are being coloured at once, and a frame whose colour is ready is written as
-soon as no new frame is waiting: no added latency. Measured with bench/bench_throughput.py on two
-cores, this raised the 360p steady rate from 30.7 to 36.8 fps and 720p from 1.16× to 1.31× the
-threaded sequential loop; a second colour thread gained nothing more there.
+* 4:2:0 path (8-bit 4:2:0 sources): the source's luma plane becomes the output's unchanged (grain
+  and detail untouched), and only U and V are computed, at chroma resolution
+  (:func:`stages.lab.chroma_planes`): a quarter of the pixels, no full-size RGB anywhere;
+* RGB path (anything else): the frame's lightness (uint16 H×W, :func:`stages.lab.lightness_code`)
+  merged with the ab, Lab → RGB → yuv420p (:func:`yuv420p_picture`).
+
+The encoder is the pipeline's serial step, so its work is spread over two cores: one colour thread
+smooths (in frame order: it is the only thread doing so) and colours frame N+1 while the stage's
+thread hands frame N to x264 and muxes it (OpenCV, NumPy's large operations and libx264 release
+the GIL). At most ``colour_ahead`` frames are being coloured at once, and a frame whose colour is
+ready is written as soon as no new frame is waiting: no added latency. Measured with
+bench/bench_throughput.py on two cores, the colour thread raised the 360p steady rate from 30.7 to
+36.8 fps and 720p from 1.16× to 1.31× the threaded sequential loop; a second colour thread gained
+nothing more there, nor at 1080p on the 4:2:0 path.
 
 The output (libx264, yuv420p, the input's time base and timestamps, its rotation, its first audio
 track) is written to ``job.output_tmp``; the supervisor renames it once the run has succeeded.
 
 Whatever the source's pixel format (10-bit, 4:2:2, 4:4:4, RGB), the output is 8-bit 4:2:0, which
-every player decodes; the lightness is the source's. Odd sizes: 4:2:0 H.264 cannot code an odd
+every player decodes; the lightness is the source's (for 8-bit 4:2:0 sources, its very luma codes). Odd sizes: 4:2:0 H.264 cannot code an odd
 width or height, so such frames gain one column or row repeating the last one (a 1919×1079 source
 gives 1920×1080): no source pixel is lost, unlike cropping, and the file still plays everywhere,
 unlike 4:4:4. A failure to write (a full disk, a quota, ``ulimit -f``) ends the run with one line
@@ -37,7 +42,7 @@ import cv2
 import numpy as np
 
 from stages.audio import AudioTrack
-from stages.lab import merge_lightness
+from stages.lab import ColourSettings, chroma_planes, merge_lightness
 from stages.temporal import TemporalSmoother
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
 from stream.messages import FLAG_CUT_SHORT, Message
@@ -62,13 +67,30 @@ def yuv420p_picture(rgb: np.ndarray) -> av.VideoFrame:
     2–2.5× faster than ``VideoFrame.reformat``: about 2 ms instead of 5 for 1280×720.
     """
     height, width = rgb.shape[:2]
-    planes = np.empty((height * 3 // 2, width), np.uint8)  # Y, then U and V (each H/2×W/2) packed behind it
-    planes[:height] = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)[:height]
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)[:height]
     chroma = cv2.transform(cv2.resize(rgb, (width // 2, height // 2), interpolation=cv2.INTER_AREA), BT601_CHROMA)
-    packed, luma, quarter = planes.reshape(-1), height * width, height * width // 4
-    packed[luma:luma + quarter] = chroma[:, :, 0].reshape(-1)
-    packed[luma + quarter:] = chroma[:, :, 1].reshape(-1)
+    return yuv420p_from_planes(luma, chroma[:, :, 0], chroma[:, :, 1])
+
+
+def yuv420p_from_planes(luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:
+    """The yuv420p picture of a Y' plane (uint8 H×W, H and W even) and its U and V (uint8 H/2×W/2)."""
+    height, width = luma.shape
+    planes = np.empty((height * 3 // 2, width), np.uint8)
+    planes[:height] = luma
+    packed, size, quarter = planes.reshape(-1), height * width, height * width // 4
+    packed[size:size + quarter] = u.reshape(-1)
+    packed[size + quarter:] = v.reshape(-1)
     return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+
+
+def colour_picture(lightness: np.ndarray, ab: np.ndarray, luma: np.ndarray | None,
+                   colour: ColourSettings) -> av.VideoFrame:
+    """The yuv420p picture of colours ``ab`` (float32 2×h×w) on a frame: with its ``luma`` (uint8
+    H×W, the 4:2:0 path; ``lightness`` at chroma resolution) or, where ``luma`` is None, from its
+    ``lightness`` (uint16 H×W :func:`stages.lab.lightness_code`, the RGB path)."""
+    if luma is None:
+        return yuv420p_picture(even_size(merge_lightness(lightness, ab, colour)))
+    return yuv420p_from_planes(luma, *chroma_planes(lightness, ab, colour))
 
 
 def even_size(rgb: np.ndarray) -> np.ndarray:
@@ -105,7 +127,8 @@ class Encoder(Stage):
         self.temporal = TemporalSmoother(self.config.encoder.temporal)
         self.written = 0
         self.colouring: deque[tuple[Message, Future]] = deque()
-        self.colour_workers = ThreadPoolExecutor(max_workers=max(1, self.colour_ahead), thread_name_prefix="cz-colour")
+        # one thread: its tasks run in submission order, which the smoother needs
+        self.colour_workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cz-colour")
 
     def handle(self, message: Message) -> Iterable[Message]:
         seq = message.header.seq
@@ -136,8 +159,9 @@ class Encoder(Stage):
             while self.next_seq in self.reorder_buffer:
                 message = self.reorder_buffer.pop(self.next_seq)
                 lightness = message.arrays["lightness"]
-                ab = self.temporal.update(lightness, message.arrays["ab"])  # in seq order
-                self.colouring.append((message, self.colour_workers.submit(self._colorize, lightness, ab)))
+                picture = self.colour_workers.submit(self._colour, lightness, message.arrays.get("ab"),
+                                                     message.arrays.get("luma"))
+                self.colouring.append((message, picture))
                 self.next_seq += 1
                 while len(self.colouring) > self.colour_ahead:
                     self._write(*self.colouring.popleft())
@@ -177,20 +201,19 @@ class Encoder(Stage):
     def _before_encode(self, frame: av.VideoFrame) -> None:
         """Called with each frame (pts and time base set) just before it is encoded."""
 
-    def _written(self, rgb: np.ndarray, message: Message) -> None:
-        """Called after each frame is encoded (``rgb``: the colorized H×W×3 uint8 frame)."""
+    def _written(self, picture: av.VideoFrame, message: Message) -> None:
+        """Called after each frame is encoded (``picture``: the colorized yuv420p frame)."""
 
-    def _colorize(self, lightness: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, av.VideoFrame]:
-        """On a colour thread: the frame's ``lightness`` (uint16 H×W, :func:`stages.lab.lightness_code`)
-        with the colours ``ab`` (float32 2×h×w), as RGB uint8 H×W×3 (even sizes) and as the yuv420p
-        picture x264 takes."""
-        coloured = even_size(merge_lightness(lightness, ab, self.config.colour))
-        return coloured, yuv420p_picture(coloured)
+    def _colour(self, lightness: np.ndarray, ab: np.ndarray | None, luma: np.ndarray | None) -> av.VideoFrame:
+        """On the colour thread, frames in seq order: smoothing (or, for a frame the model skipped,
+        ``ab`` None, the colour carried along the flow), then the picture (:func:`colour_picture`)."""
+        ab = self.temporal.carry(lightness) if ab is None else self.temporal.update(lightness, ab)
+        return colour_picture(lightness, ab, luma, self.config.colour)
 
     def _write(self, message: Message, colour: Future) -> None:
-        rgb, frame = colour.result()
+        frame = colour.result()
         if self.output is None:
-            self._open_output(message, rgb.shape[0], rgb.shape[1])
+            self._open_output(message, frame.height, frame.width)
         pts = message.header.pts
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1
@@ -204,7 +227,7 @@ class Encoder(Stage):
             self.audio.write_until(float(pts * frame.time_base))
         self.latencies.append(time.time() - message.header.sent_at)
         self.written += 1
-        self._written(rgb, message)
+        self._written(frame, message)
 
     def _finish(self) -> None:
         if self.output is not None:

@@ -3,7 +3,8 @@
 Frames are collected up to ``batch_size`` or until ``batch_timeout_ms`` after the first one of a
 batch arrived, whichever comes first, so live latency stays bounded. Models that output 313 bin
 scores are decoded to ab here (annealed mean), so downstream only ever sees ab (float32 2×h×w,
-a few KB per frame instead of the 313-channel distribution).
+a few KB per frame instead of the 313-channel distribution). Frames without a model input (sparse
+inference, ``inference.every_nth_frame``) pass through without ab.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class Inference(Stage):
         self.batches = 0
 
     def handle(self, message: Message) -> Iterable[Message]:
+        if "l_input" not in message.arrays:  # a frame the model skips (sparse inference): on to the encoder
+            return (message,)
         self.pending.append(message)
         if len(self.pending) == 1:
             self.batch_due = time.monotonic() + self.config.inference.batch_timeout_ms / 1000.0

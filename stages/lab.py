@@ -64,6 +64,52 @@ def lightness_code(rgb: np.ndarray) -> np.ndarray:
     return code
 
 
+def _luma_lightness_table() -> np.ndarray:
+    """Lab L (0..100, float32) of the grey each 8-bit limited-range luma code stands for: 256 entries."""
+    grey = np.clip((np.arange(256, dtype=np.float32) - 16.0) / 219.0, 0.0, 1.0)
+    rgb = np.repeat(grey[:, None, None], 3, axis=2)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[:, 0, 0].astype(np.float32)
+
+
+LUMA_TO_L = _luma_lightness_table()
+"""Y' code (8-bit, limited range 16..235, BT.601/709 alike) → Lab L: the lightness of the grey
+(R' = G' = B' = (Y' − 16)/219) with that luma, which is what FFmpeg's own YUV → RGB conversion gives
+for a grey pixel. Exact for black-and-white sources; for colour sources it is lightness read from
+luma (the colour the model is asked about is the one the output will have, as its luma is kept)."""
+LUMA_TO_L_CODE = np.round(LUMA_TO_L * LIGHTNESS_CODE_PER_L).astype(np.uint16)
+
+
+def luma_model_input(luma: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Y' plane uint8 H×W (limited range) → float32 1×h×w holding L − 50 at ``size`` = (h, w).
+
+    Like :func:`model_input` for the RGB frame FFmpeg would make of a grey picture: area resize in
+    the gamma-encoded domain, then lightness (:data:`LUMA_TO_L`).
+    """
+    return (np.take(LUMA_TO_L, area_resize(luma, size)) - np.float32(50.0))[None]
+
+
+def chroma_lightness_code(luma: np.ndarray) -> np.ndarray:
+    """Y' plane uint8 H×W (H, W even) → uint16 (H/2)×(W/2) :func:`lightness_code` at 4:2:0 chroma
+    resolution: the 2×2 area mean of Y', read as lightness through :data:`LUMA_TO_L`."""
+    return np.take(LUMA_TO_L_CODE, half_size(luma))
+
+
+def half_size(plane: np.ndarray) -> np.ndarray:
+    """uint8 H×W (H, W even) → (H/2)×(W/2), each pixel the rounded mean of a 2×2 block."""
+    height, width = plane.shape
+    return cv2.resize(plane, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+
+
+def area_resize(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 H×W → ``size`` = (h, w) by area averaging, halving first while the plane is at least
+    twice the target (exact 2×2 means, several times faster than one large area resize, and equal
+    to it up to rounding where the factors are powers of two)."""
+    h, w = size
+    while plane.shape[0] >= 2 * h and plane.shape[1] >= 2 * w and plane.shape[0] % 2 == 0 and plane.shape[1] % 2 == 0:
+        plane = half_size(plane)
+    return cv2.resize(plane, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def resize_ab(ab: np.ndarray, height: int, width: int) -> np.ndarray:
     """ab float32 2×h×w → float32 H×W×2 (bilinear), the layout cv2's Lab conversion expects."""
     return cv2.resize(np.ascontiguousarray(ab.transpose(1, 2, 0)), (width, height),
@@ -101,6 +147,31 @@ def guided_ab(lightness: np.ndarray, ab: np.ndarray, radius: int = GUIDE_RADIUS,
     full = cv2.resize(coeffs, (width, height), interpolation=cv2.INTER_LINEAR)
     l_full = lightness.astype(np.float32) * scale
     return np.clip(full[..., :2] * l_full[..., None] + full[..., 2:], -127.0, 127.0)
+
+
+def chroma_planes(lightness: np.ndarray, ab: np.ndarray,
+                  colour: ColourSettings = ColourSettings()) -> tuple[np.ndarray, np.ndarray]:
+    """The U and V planes (uint8 h×w each, BT.601 limited range) of colour ``ab`` (float32 2×h'×w',
+    the model's grid) put on lightness ``lightness`` (uint16 h×w, :func:`lightness_code`, at the
+    chroma resolution: :func:`chroma_lightness_code`).
+
+    The 4:2:0 colour path: the picture's luma is kept as it is, so only chroma is computed, on a
+    quarter of the pixels: Lab (L, upsampled ab) → R'G'B' → BT.601 Cb, Cr (OpenCV's full-range
+    YCrCb, 0..1) → limited range, 16 + 224·C (ITU-R BT.601: chroma spans 16..240). Within a level
+    or two of converting the full-size RGB merge to 4:2:0 (which averages after the conversion
+    instead of before it).
+    """
+    height, width = lightness.shape
+    ab_full = frame_ab(lightness, ab, colour)
+    u = np.empty((height, width), np.uint8)
+    v = np.empty((height, width), np.uint8)
+    for top in range(0, height, MERGE_ROWS):
+        rows = slice(top, min(top + MERGE_ROWS, height))
+        strip_l = lightness[rows].astype(np.float32) * np.float32(1.0 / LIGHTNESS_CODE_PER_L)
+        rgb = cv2.cvtColor(cv2.merge((strip_l, ab_full[rows])), cv2.COLOR_LAB2RGB)
+        ycrcb = cv2.convertScaleAbs(cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb), alpha=224.0, beta=16.0)
+        _, v[rows], u[rows] = cv2.split(ycrcb)
+    return u, v
 
 
 def merge_ab(rgb: np.ndarray, ab: np.ndarray, colour: ColourSettings = ColourSettings()) -> np.ndarray:

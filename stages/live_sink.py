@@ -174,7 +174,7 @@ class LiveEncoder(Encoder):
             frame.pict_type = PictureType.I
             self.last_keyframe_s = seconds
 
-    def _written(self, rgb: np.ndarray, message: Message) -> None:
+    def _written(self, picture: av.VideoFrame, message: Message) -> None:
         now = time.time()
         try:
             self.acks.send(str(message.header.seq).encode(), zmq.NOBLOCK)
@@ -186,7 +186,7 @@ class LiveEncoder(Encoder):
         self.recent_latency.append((now, now - message.header.sent_at))
         if self.preview is not None and now - self.last_preview >= 1.0 / self.config.live.preview.fps:
             self.last_preview = now
-            self._send_preview(rgb)
+            self._send_preview(picture.to_ndarray(format="rgb24"))
         if now - self.last_event >= EVENT_INTERVAL_S:
             self.last_event = now
             self._emit_live(now)

@@ -45,7 +45,7 @@ from typing import Iterable, Iterator
 import av
 import zmq
 
-from stages.decoder import Decoder
+from stages.decoder import Decoder, frame_arrays
 from stages.live_links import (AUDIO_HWM, audio_end_message, audio_format_message, audio_message,
                                pull_socket, push_socket, send_nowait, side_endpoint)
 from stream.config import LiveConfig, LiveSourceConfig
@@ -524,7 +524,7 @@ class LiveDecoder(Decoder):
                              flags=flags, sent_at=item.arrived_at, rotation=int(frame.rotation or 0))
         self.sent += 1
         self.decoded = self.reader.decoded
-        return Message(header, {"frame": frame.to_ndarray(format="rgb24")})
+        return Message(header, frame_arrays(frame))
 
     def _poll_side_links(self, final: bool = False) -> None:
         while True:

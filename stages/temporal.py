@@ -87,6 +87,68 @@ def _lightness_cdf(lightness: np.ndarray) -> np.ndarray:
     return np.cumsum(counts) * (1.0 / lightness.size)
 
 
+class CutWatch:
+    """Before the model: does this frame possibly start a new shot? For sparse inference, where a
+    frame the model skips must never be a cut (its colour is carried from the previous shot).
+
+    Scores consecutive frames like :class:`TemporalSmoother` does, but without motion compensation
+    (no flow is needed): mean |L − L_prev| + EMD(L histograms)/3 at the same low resolution. The
+    flow only lowers the error it explains, so every frame the smoother would call a cut scores at
+    least as high here; fast motion may score high too, which only costs a model run.
+    """
+
+    def __init__(self, config: TemporalConfig | None = None):
+        self.config = config or TemporalConfig()
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+
+    def possible_cut(self, grey: np.ndarray) -> bool:
+        """``grey``: the frame's luma (uint8 H×W, Y' or any grey in 0..255). True for the first
+        frame, after a size change, and where the score exceeds ``scene_cut_threshold``."""
+        low = _shrink_to(grey, self.config.flow_size)
+        cdf = _lightness_cdf(low)
+        previous, self._prev = self._prev, (low, cdf)
+        if previous is None or previous[0].shape != low.shape:
+            return True
+        difference = float(cv2.absdiff(low, previous[0]).mean()) * float(L_PER_UINT8)
+        histogram_distance = float(np.abs(cdf - previous[1]).sum()) * HISTOGRAM_BIN_L
+        return difference + histogram_distance / 3.0 > self.config.scene_cut_threshold
+
+
+class ModelCadence:
+    """Which frames the model runs on with sparse inference: every ``every``-th frame, counted from
+    the last one it ran on, and every frame :class:`CutWatch` calls a possible cut (which restarts
+    the count). ``every`` = 1: all frames."""
+
+    def __init__(self, every: int, config: TemporalConfig | None = None):
+        self.every = every
+        self.watch = CutWatch(config)
+        self._since_model = 0
+
+    def wants_model(self, grey: np.ndarray) -> bool:
+        """Next frame (its luma, uint8 H×W, in presentation order): True when the model must run on it."""
+        if self.every <= 1:
+            return True
+        if self.watch.possible_cut(grey) or self._since_model >= self.every - 1:
+            self._since_model = 0
+            return True
+        self._since_model += 1
+        return False
+
+
+def _shrink_to(plane: np.ndarray, longer_side: int) -> np.ndarray:
+    """A uint8 or uint16 plane area-downscaled so its longer side is ``longer_side`` (aspect kept),
+    by halving while it is at least twice that, then one area resize."""
+    height, width = plane.shape[:2]
+    scale = longer_side / max(height, width)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = plane
+    while small.shape[0] >= 2 * target[1] and small.shape[1] >= 2 * target[0]:
+        small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if (small.shape[1], small.shape[0]) != target:
+        small = cv2.resize(small, target, interpolation=cv2.INTER_AREA)
+    return small
+
+
 class TemporalSmoother:
     """Stabilises per-frame ab predictions over time; one instance per video stream.
 
@@ -124,43 +186,85 @@ class TemporalSmoother:
         ab = np.asarray(ab, dtype=np.float32)
         if not self.config.enabled or self.config.strength <= 0.0:
             self.last_step = TemporalStep(scene_cut=False, cut_score=math.nan, mean_confidence=0.0)
+            self._remember(lightness, ab)
             return ab.copy()
-        lightness = self._low_resolution(lightness)
-        cdf = _lightness_cdf(lightness)
-        prev_l, prev_cdf, prev_ab = self._prev_l, self._prev_cdf, self._prev_ab
-        self._prev_l, self._prev_cdf = lightness, cdf
-        if scene_cut or prev_l is None or prev_l.shape != lightness.shape or prev_ab.shape != ab.shape:
+        motion = self._motion(lightness)
+        prev_ab = self._prev_ab
+        if scene_cut or motion is None or prev_ab.shape != ab.shape:
             return self._restart(ab, NO_HISTORY)
-
-        flow = self._flow.calc(lightness, prev_l, None)
-        fh, fw = lightness.shape
-        xs, ys = self._grid(fh, fw)
-        warped_l = cv2.remap(prev_l, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
-        residual = lightness.astype(np.float32) - warped_l.astype(np.float32)
-        residual -= residual.mean()  # a global brightness change (flash, fade, old film) is no motion error
-        error = np.abs(residual) * L_PER_UINT8
-        histogram_distance = float(np.abs(cdf - prev_cdf).sum()) * HISTOGRAM_BIN_L
-        cut_score = float(error.mean()) + histogram_distance / 3.0
+        flow, error, cut_score = motion
         if cut_score > self.config.scene_cut_threshold:
             return self._restart(ab, TemporalStep(scene_cut=True, cut_score=cut_score, mean_confidence=0.0))
-
+        warped_ab, inside = self._warp(prev_ab, flow)
         h, w = ab.shape[1:]
-        flow_ab = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
-        map_x, map_y = self._grid(h, w)
-        map_x = map_x + flow_ab[..., 0] * np.float32(w / fw)
-        map_y = map_y + flow_ab[..., 1] * np.float32(h / fh)
-        warped_ab = cv2.remap(np.ascontiguousarray(prev_ab.transpose(1, 2, 0)), map_x, map_y,
-                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         error_ab = cv2.resize(error, (w, h), interpolation=cv2.INTER_AREA)
         confidence = np.exp(-np.square(error_ab * np.float32(1.0 / self.config.error_tolerance)))
-        inside = (map_x > -0.5) & (map_x < w - 0.5) & (map_y > -0.5) & (map_y < h - 0.5)
         alpha = np.where(inside, confidence * np.float32(self.config.strength), np.float32(0.0))
-        out = ab + alpha[None] * (warped_ab.transpose(2, 0, 1) - ab)
+        out = ab + alpha[None] * (warped_ab - ab)
         self._prev_ab = out
         trust = float(alpha.mean()) / self.config.strength
         self.last_step = TemporalStep(scene_cut=False, cut_score=cut_score, mean_confidence=trust)
         return out.copy()
+
+    def carry(self, lightness: np.ndarray) -> np.ndarray:
+        """The colour of a frame the model did not run on: the last output moved along the optical
+        flow to this frame (``lightness`` as for :meth:`update`), float32 2×h×w. Pixels whose source
+        lies outside the previous frame keep the nearest edge's colour. With no history (or after a
+        size change) there is nothing to carry: the frame gets no colour (zeros, 2×1×1), which is
+        why callers run the model at every possible cut (:class:`CutWatch`). Flow is estimated even
+        when smoothing is off."""
+        motion = self._motion(lightness)
+        if motion is None or self._prev_ab is None:
+            self.last_step = NO_HISTORY
+            return np.zeros((2, 1, 1), np.float32)
+        flow, _, cut_score = motion
+        warped_ab, _ = self._warp(self._prev_ab, flow)
+        self._prev_ab = warped_ab
+        self.last_step = TemporalStep(scene_cut=False, cut_score=cut_score, mean_confidence=1.0)
+        return warped_ab.copy()
+
+    def _remember(self, lightness: np.ndarray, ab: np.ndarray) -> None:
+        """History for :meth:`carry` when smoothing itself is off."""
+        self._prev_l = self._low_resolution(lightness)
+        self._prev_cdf = _lightness_cdf(self._prev_l)
+        self._prev_ab = ab.copy()
+
+    def _motion(self, lightness: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """Flow from this frame to the previous one (low resolution), the motion-compensated L error
+        (L units) and the cut score; None when there is no previous frame of the same size. The
+        frame becomes the previous one."""
+        low = self._low_resolution(lightness)
+        cdf = _lightness_cdf(low)
+        prev_l, prev_cdf = self._prev_l, self._prev_cdf
+        self._prev_l, self._prev_cdf = low, cdf
+        if prev_l is None or prev_l.shape != low.shape or self._prev_ab is None:
+            return None
+        flow = self._flow.calc(low, prev_l, None)
+        fh, fw = low.shape
+        xs, ys = self._grid(fh, fw)
+        warped_l = cv2.remap(prev_l, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+        residual = low.astype(np.float32) - warped_l.astype(np.float32)
+        residual -= residual.mean()  # a global brightness change (flash, fade, old film) is no motion error
+        error = np.abs(residual) * L_PER_UINT8
+        histogram_distance = float(np.abs(cdf - prev_cdf).sum()) * HISTOGRAM_BIN_L
+        return flow, error, float(error.mean()) + histogram_distance / 3.0
+
+    def _warp(self, prev_ab: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``prev_ab`` (2×h×w) moved along ``flow`` (low-resolution, this frame → previous): the
+        warped ab (2×h×w) and where its source was inside the previous frame (bool h×w)."""
+        fh, fw = flow.shape[:2]
+        h, w = prev_ab.shape[1:]
+        flow_ab = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
+        map_x, map_y = self._grid(h, w)
+        map_x = map_x + flow_ab[..., 0] * np.float32(w / fw)
+        map_y = map_y + flow_ab[..., 1] * np.float32(h / fh)
+        warped = cv2.remap(np.ascontiguousarray(prev_ab.transpose(1, 2, 0)), map_x, map_y,
+                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if warped.ndim == 2:  # a 2×1×1 grid comes back without its channel axis
+            warped = warped.reshape(h, w, 2)
+        inside = (map_x > -0.5) & (map_x < w - 0.5) & (map_y > -0.5) & (map_y < h - 0.5)
+        return np.ascontiguousarray(warped.transpose(2, 0, 1)), inside
 
     def _restart(self, ab: np.ndarray, step: TemporalStep) -> np.ndarray:
         self._prev_ab = ab.copy()
@@ -169,15 +273,7 @@ class TemporalSmoother:
 
     def _low_resolution(self, lightness: np.ndarray) -> np.ndarray:
         """uint16 lightness code H×W → uint8 lightness (Lab L · 255/100) with longer side ``flow_size``."""
-        height, width = lightness.shape[:2]
-        scale = self.config.flow_size / max(height, width)
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = lightness
-        while small.shape[0] >= 2 * target[1] and small.shape[1] >= 2 * target[0]:
-            small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        if (small.shape[1], small.shape[0]) != target:
-            small = cv2.resize(small, target, interpolation=cv2.INTER_AREA)
-        return cv2.convertScaleAbs(small, alpha=255.0 / 65535.0)
+        return cv2.convertScaleAbs(_shrink_to(lightness, self.config.flow_size), alpha=255.0 / 65535.0)
 
     def _grid(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         key = (height, width)

@@ -62,7 +62,7 @@ import numpy as np
 import zmq
 
 from stream.config import PipelineConfig, bind_address_problem
-from stream.messages import FRAME, Message, MessageError, decode, encode
+from stream.messages import FLAG_CARRY, FRAME, Message, MessageError, decode, encode
 from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints, poll_timeout_ms
 
 HELLO, READY, RESULT, HEARTBEAT, BYE = b"hello", b"ready", b"result", b"heartbeat", b"bye"
@@ -84,6 +84,8 @@ def result_problem(stage: str, result: Message, lent: Message, model_input_size:
         return f"a {result.header.kind!r} message where a frame result belongs"
     arrays = result.arrays
     if stage == "inference":
+        if "l_input" not in lent.arrays:  # the model skips this frame: nothing comes back
+            return None if not arrays else f"arrays {sorted(arrays)} for a frame the model skips"
         ab = arrays.get("ab")
         if set(arrays) != {"ab"}:
             return f"arrays {sorted(arrays)} where only 'ab' belongs"
@@ -93,14 +95,23 @@ def result_problem(stage: str, result: Message, lent: Message, model_input_size:
         if not np.isfinite(ab).all():
             return "ab holds NaN or infinite values"
         return None
-    if set(arrays) != {"l_input", "lightness"}:
-        return f"arrays {sorted(arrays)} where 'l_input' and 'lightness' belong"
-    l_input, lightness = arrays["l_input"], arrays["lightness"]
-    if l_input.dtype != np.float32 or l_input.shape != (1, *model_input_size) or not np.isfinite(l_input).all():
+    wanted = {"lightness"} if lent.header.flags & FLAG_CARRY else {"l_input", "lightness"}
+    if set(arrays) != wanted:
+        return f"arrays {sorted(arrays)} where {' and '.join(repr(name) for name in sorted(wanted))} belong"
+    l_input, lightness = arrays.get("l_input"), arrays["lightness"]
+    if l_input is not None and (l_input.dtype != np.float32 or l_input.shape != (1, *model_input_size)
+                                or not np.isfinite(l_input).all()):
         return f"l_input of shape {list(l_input.shape)} {l_input.dtype}, expected finite float32 1×{model_input_size[0]}×{model_input_size[1]}"
-    frame = lent.arrays.get("frame")
-    if lightness.dtype != np.uint16 or frame is None or lightness.shape != frame.shape[:2]:
-        return f"lightness of shape {list(lightness.shape)} {lightness.dtype}, expected uint16 of the frame's size"
+    frame, luma = lent.arrays.get("frame"), lent.arrays.get("luma")
+    if frame is not None:
+        expected = frame.shape[:2]
+    elif luma is not None:
+        expected = (luma.shape[0] // 2, luma.shape[1] // 2)
+    else:
+        return "a result for a frame lent with neither 'frame' nor 'luma'"
+    if lightness.dtype != np.uint16 or lightness.shape != expected:
+        return (f"lightness of shape {list(lightness.shape)} {lightness.dtype}, expected uint16 "
+                f"{expected[0]}×{expected[1]}")
     return None
 
 
@@ -294,7 +305,7 @@ class Broker:
             self.queued.discard(seq)
             message = self.held[seq]
             lent = Message(replace(message.header, buffers=[]),
-                           {name: message.arrays[name] for name in self.spec.reads})
+                           {name: message.arrays[name] for name in self.spec.reads if name in message.arrays})
             if not self._send(worker_id, [WORK, *encode(lent)]):
                 self._queue(seq)
                 continue

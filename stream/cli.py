@@ -24,8 +24,7 @@ from typing import Callable
 
 import zmq
 
-from models import DEFAULT_MODEL_PATH
-from models.runtime import ColorModel, ModelError, SessionSettings
+from models.runtime import ColorModel, ModelError, SessionSettings, model_to_run
 from stream import __version__
 from stream.accounting import account_of
 from stream.config import ConfigError, PipelineConfig, load_config, with_override
@@ -38,6 +37,7 @@ from stream.stage import Job
 from stream.stop_signals import interrupted_exit_code, stop_on_signals
 from stream.still_image import IMAGE_SUFFIXES, colorize_image, is_still_image
 from stream.supervisor import Supervisor
+from stream.tune import fit_to_machine
 
 VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="x264 preset, ultrafast .. veryslow (encoder.preset, default veryfast)")
     parser.add_argument("--provider", metavar="NAME",
                         help="inference device: cpu, cuda, npu or openvino (inference.provider, default cpu)")
+    parser.add_argument("--precision", metavar="NAME",
+                        help="the embedded model's twin: auto (INT8 where the CPU has VNNI or dot products), fp32 "
+                             "or int8 (inference.precision, default auto)")
     parser.add_argument("--device-id", metavar="N", help="which GPU/NPU for cuda and npu (inference.device_id, default 0)")
     parser.add_argument("--version", action="version", version=f"colorize {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
@@ -132,9 +135,7 @@ def validate(args: argparse.Namespace) -> Request:
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
     config = run_config(args)
-    model = args.model or DEFAULT_MODEL_PATH
-    if args.model is None and not model.is_file():
-        raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
+    model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     return Request(args.input, output, model, config, is_image, args.stream, args.quiet)
 
 
@@ -144,6 +145,7 @@ COMMAND_LINE_OVERRIDES = {
     "preset": ("encoder.preset", "--preset"),
     "provider": ("inference.provider", "--provider"),
     "device_id": ("inference.device_id", "--device-id"),
+    "precision": ("inference.precision", "--precision"),
     "saturation": ("colour.saturation", "--saturation"),
 }
 
@@ -164,7 +166,12 @@ class VideoProbe:
     """What the run needs to know of the input before it starts: frame rate and one frame's size."""
 
     frame_rate: tuple[int, int]
-    frame_bytes: int
+    width: int
+    height: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return rgb_frame_bytes(self.width, self.height)
 
 
 def probe_video(path: str, stream_index: int) -> VideoProbe:
@@ -181,7 +188,7 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         stream = videos[stream_index]
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(100_000)
         context = stream.codec_context
-        return VideoProbe((rate.numerator, rate.denominator), rgb_frame_bytes(context.width, context.height))
+        return VideoProbe((rate.numerator, rate.denominator), context.width, context.height)
     finally:
         container.close()
 
@@ -205,13 +212,14 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
         provider=request.config.inference.provider, device_id=request.config.inference.device_id,
         intra_op_threads=1)).input_size
     probe = probe_video(request.input, request.stream_index)
+    config, auto_line = fit_to_machine(request.config, request.model, probe.width, probe.height, live=False)
     tmp = temporary_output(request.output)
     job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
               output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=probe.frame_rate,
               model_input_size=model_input_size, stream_index=request.stream_index,
               frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
-    supervisor = Supervisor(job, request.config, on_progress=bar, on_notice=bar.notice)
+    supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:
         report = supervisor.run()
     except BaseException:
@@ -244,7 +252,8 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
         raise PipelineError(f"cannot give the finished output its name ({exc.strerror}: {request.output}); "
                             f"it is kept as {tmp}") from None
     if not request.quiet:
-        print(summary_line(report, str(request.output), supervisor.replicas), file=sys.stderr)
+        settings = "; ".join(filter(None, [f"model {request.model.name}", auto_line]))
+        print(summary_line(report, str(request.output), supervisor.replicas, settings), file=sys.stderr)
     return 0
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import stat
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,10 @@ def _ranges(numbers: list[int]) -> str:
             runs.append([n, n])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
+
+AUTO = "auto"
+Auto = Literal["auto"]
+"""A value the run chooses for the machine and the input (:func:`stream.tune.fit_to_machine`)."""
 
 THREADS = {"min": 0, "max": MAX_THREADS}
 REPLICAS = {"min": 0, "max": MAX_THREADS}
@@ -163,7 +168,7 @@ class DecoderConfig:
 class PreprocessorConfig(LeasableStage):
     """Resizes frames to the model's input and converts them to L − 50."""
 
-    replicas: int = field(default=1, metadata=REPLICAS)
+    replicas: int | Auto = field(default=AUTO, metadata=REPLICAS)
     queue_depth: int = field(default=8, metadata=QUEUE_DEPTH)
     cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
@@ -172,15 +177,24 @@ class PreprocessorConfig(LeasableStage):
 
 @dataclass
 class InferenceConfig(LeasableStage):
-    """Runs the ONNX model with onnxruntime; batches up to ``batch_size`` frames."""
+    """Runs the ONNX model with onnxruntime; batches up to ``batch_size`` frames.
 
-    replicas: int = field(default=1, metadata=REPLICAS)
+    ``every_nth_frame`` k > 1 (video files): the model runs on every k-th frame and on every frame
+    that may start a new shot; the frames between take the colour of the last ones carried along
+    the optical flow (:meth:`stages.temporal.TemporalSmoother.carry`). The default, 4, was chosen on
+    the shared colour clips by bench/bench_sparse.py (PSNR, AuC and flicker no worse than k = 1);
+    1 runs the model on every frame. Live runs always run it on every frame.
+    """
+
+    replicas: int | Auto = field(default=AUTO, metadata=REPLICAS)
     queue_depth: int = field(default=8, metadata=QUEUE_DEPTH)
-    batch_size: int = field(default=1, metadata={"min": 1, "max": 1024})
+    batch_size: int | Auto = field(default=AUTO, metadata={"min": 1, "max": 1024})
     batch_timeout_ms: float = field(default=20.0, metadata={"min": 0, "max": 60_000})
+    every_nth_frame: int = field(default=4, metadata={"min": 1, "max": 16})
     provider: Literal["cpu", "cuda", "npu", "openvino"] = "cpu"
+    precision: Literal["auto", "fp32", "int8"] = "auto"
     device_id: int = field(default=0, metadata={"min": 0, "max": 1023})
-    intra_op_threads: int = field(default=0, metadata=THREADS)
+    intra_op_threads: int | Auto = field(default=AUTO, metadata=THREADS)
     inter_op_threads: int = field(default=1, metadata=THREADS)
     cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
@@ -294,6 +308,32 @@ class PipelineConfig:
     live: LiveConfig = field(default_factory=LiveConfig)
 
 
+AUTO_FIELDS = (("preprocessor", "replicas"), ("inference", "replicas"), ("inference", "batch_size"),
+               ("inference", "intra_op_threads"))
+
+
+def auto_fields(config: PipelineConfig) -> list[str]:
+    """The dotted keys of ``config`` still set to ``auto``."""
+    return [f"{section}.{key}" for section, key in AUTO_FIELDS if getattr(getattr(config, section), key) == AUTO]
+
+
+def with_choices(config: PipelineConfig, choices: dict[str, int]) -> PipelineConfig:
+    """``config`` with each ``auto`` key in ``choices`` (dotted) replaced by its chosen value; keys
+    the user set keep the user's value."""
+    sections = {}
+    for dotted in auto_fields(config):
+        section, key = dotted.split(".")
+        sections.setdefault(section, {})[key] = choices[dotted]
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **values)
+                                          for section, values in sections.items()})
+
+
+PLAIN_CHOICES = {"preprocessor.replicas": 1, "inference.replicas": 1, "inference.batch_size": 1,
+                 "inference.intra_op_threads": 0}
+"""What ``auto`` means where nothing was measured: one replica each, onnxruntime's own threads, no
+batching (the lowest latency; what live runs use)."""
+
+
 def load_config(path: Path | None) -> PipelineConfig:
     """Read and validate a YAML file; ``None`` gives the defaults.
 
@@ -394,6 +434,10 @@ def _build(cls, node: yaml.Node, prefix: str, path: Path, problems: list[str]):
 
 def _convert(hint, metadata, node: yaml.Node, where: str, problems: list[str]):
     """A field's value from its node, or MISSING after adding the problem to ``problems``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # int | Auto
+        if isinstance(node, yaml.ScalarNode) and node.value == AUTO:
+            return AUTO
+        return _scalar(int, metadata, node, where, problems, alternative=AUTO)
     if typing.get_origin(hint) is Literal:
         choices = typing.get_args(hint)
         value = node.value if isinstance(node, yaml.ScalarNode) else None
@@ -410,7 +454,7 @@ def _convert(hint, metadata, node: yaml.Node, where: str, problems: list[str]):
     return _scalar(hint, metadata, node, where, problems)
 
 
-def _scalar(kind, metadata, node: yaml.Node, where: str, problems: list[str]):
+def _scalar(kind, metadata, node: yaml.Node, where: str, problems: list[str], alternative: str = ""):
     value = yaml.safe_load(yaml.serialize(node)) if isinstance(node, yaml.ScalarNode) else None
     noun = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
@@ -430,7 +474,8 @@ def _scalar(kind, metadata, node: yaml.Node, where: str, problems: list[str]):
             bounds = f" in {low}..{high}"
         elif low is not None:
             bounds = f" >= {low}"
-        problems.append(f"{where}: expected {noun}{bounds}, found {_shown(node)}")
+        problems.append(f"{where}: expected {noun}{bounds}{f' or {alternative}' if alternative else ''}, "
+                        f"found {_shown(node)}")
         return MISSING
     return value
 

@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from models import DEFAULT_MODEL_PATH
-from models.runtime import ColorModel, ModelError, SessionSettings
+from models.runtime import ColorModel, SessionSettings, model_to_run
 from stages.live_links import new_channel, side_endpoint
 from stages.live_source import is_network_url, redact_url
 from stages.outputs import publish_format, segment_glob, segment_pattern
@@ -110,9 +109,7 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         except ValueError as exc:
             raise InputError(str(exc)) from None
     config = run_config(args)
-    model = args.model or DEFAULT_MODEL_PATH
-    if args.model is None and not model.is_file():
-        raise ModelError(f"the embedded model is missing ({model}); reinstall colorize or pass --model")
+    model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     return LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
                        args.duration or 0.0, preview)
 
@@ -255,6 +252,6 @@ def run_live(request: LiveRequest) -> int:
               f"{output_label(request)}", file=sys.stderr)
         return EXIT_SOURCE_LOST
     if not request.quiet:
-        print(f"{summary_line(report, output_label(request), supervisor.replicas)}; "
-              f"{live_summary(report, monitor)}", file=sys.stderr)
+        line = summary_line(report, output_label(request), supervisor.replicas, f"model {request.model.name}")
+        print(f"{line}; {live_summary(report, monitor)}", file=sys.stderr)
     return 0

@@ -25,6 +25,7 @@ EOS = "eos"
 FLAG_KEYFRAME = 1
 FLAG_SCENE_CUT = 2
 FLAG_CUT_SHORT = 4  # on EOS: the source stopped early (Ctrl-C), not at the input's end
+FLAG_CARRY = 8  # the model skips this frame: its colour is carried from earlier frames (sparse inference)
 
 
 @dataclass(frozen=True)

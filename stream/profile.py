@@ -21,6 +21,7 @@ for bad input (nothing run), 1 for a failed run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -31,10 +32,11 @@ from typing import get_args, get_type_hints
 import numpy as np
 
 from stream.chrome_trace import STAGE_ORDER, build_trace, frame_slices, in_pipeline_order
-from stream.cli import reporting_errors, run_video, validate
+from stream.cli import probe_video, reporting_errors, run_video, validate
 from stream.config import EncoderConfig, PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.tracing import StageRecord, load_records
+from stream.tune import fit_to_machine
 
 X264_PRESETS = get_args(get_type_hints(EncoderConfig)["preset"])  # fastest first
 ACCELERATED_PROVIDERS = ("cuda", "npu", "openvino")
@@ -257,6 +259,9 @@ def profile(args: argparse.Namespace) -> int:
         if request.is_image:
             raise InputError(f"profile runs on videos, not images: {args.input}")
         refuse_leased_stages(request.config)
+        probe = probe_video(request.input, request.stream_index)
+        fitted, _ = fit_to_machine(request.config, request.model, probe.width, probe.height, live=False)
+        request = dataclasses.replace(request, config=fitted)
         records_dir = Path(scratch) / "records"
         records_dir.mkdir()
         before = MachineTimes.now()

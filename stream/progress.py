@@ -43,12 +43,14 @@ class ProgressBar:
             self.bar.close()
 
 
-def summary_line(report: RunReport, output: str, replicas: dict[str, int]) -> str:
-    """One line: frames, wall time, fps, each stage's busy share of the wall time, the frame account."""
+def summary_line(report: RunReport, output: str, replicas: dict[str, int], settings: str = "") -> str:
+    """One line: frames, wall time, fps, ``settings`` (the model and what ``auto`` chose), each
+    stage's busy share of the wall time, the frame account."""
     shares = ", ".join(f"{stage} {100 * report.busy_share(stage, replicas.get(stage, 1)):.0f}%"
                        for stage in STAGES)
     parts = [f"{report.frames_written} frames in {report.wall_s:.1f} s ({report.fps:.1f} fps) -> {output}",
-             f"busy: {shares}", account_of(report).describe()]
+             settings, f"busy: {shares}", account_of(report).describe()]
+    parts = [part for part in parts if part]
     if report.undecodable_packets:
         parts.append(f"{report.undecodable_packets} undecodable packets skipped")
     if report.audio:

@@ -35,7 +35,7 @@ from typing import Callable
 
 import zmq
 
-from stream.config import PipelineConfig
+from stream.config import PLAIN_CHOICES, PipelineConfig, with_choices
 from stream.errors import InputError, PipelineError
 from stream.broker import BrokerSpec, run_broker
 from stream.rundir import make_run_dir, place_fork_server_socket
@@ -113,13 +113,18 @@ class ProgressEvent:
 
 
 class Supervisor:
-    """Runs one job through the four stages. ``on_progress`` is called from the supervisor's loop."""
+    """Runs one job through the four stages. ``on_progress`` is called from the supervisor's loop.
+
+    ``auto`` values still in ``config`` (the caller did not fit them to the machine with
+    :func:`stream.tune.fit_to_machine`) get :data:`stream.config.PLAIN_CHOICES`.
+    """
 
     def __init__(self, job: Job, config: PipelineConfig,
                  on_progress: Callable[[ProgressEvent], None] | None = None,
                  on_notice: Callable[[str], None] | None = None,
                  on_live: Callable[[dict], None] | None = None):
-        self.job, self.config = job, config
+        self.job, self.config = job, with_choices(config, PLAIN_CHOICES)
+        config = self.config
         self.on_live = on_live or (lambda event: None)  # live runs' figures and log lines (stream/live.py)
         self.on_progress = on_progress or (lambda event: None)
         self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr, flush=True))

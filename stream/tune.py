@@ -22,6 +22,7 @@ The reasoning is printed; the YAML carries the measurements as comments and load
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import math
 import os
@@ -91,10 +92,11 @@ def measure(source: str, stream_index: int, model_path: Path, provider: str, pre
     import av
 
     from models.runtime import ColorModel, SessionSettings
-    from stages.decoder import open_input
-    from stages.encoder import yuv420p_picture
+    from stages.decoder import frame_arrays, open_input
+    from stages.encoder import colour_picture
+    from stages.lab import ColourSettings
+    from stages.preprocessor import prepare
     from stream.allocator import reuse_freed_memory
-    from stages.lab import lightness_code, merge_lightness, model_input
 
     reuse_freed_memory()  # as in the stage processes, whose costs these are
     cores = len(os.sched_getaffinity(0))
@@ -102,52 +104,64 @@ def measure(source: str, stream_index: int, model_path: Path, provider: str, pre
     try:
         stream = container.streams.video[stream_index]
         stream.thread_type = "AUTO"
-        rgb: list[np.ndarray] = []
+        decoded: list[dict[str, np.ndarray]] = []
         with Stopwatch() as decode:
             for frame in container.decode(stream):
-                rgb.append(frame.to_ndarray(format="rgb24"))
-                if len(rgb) >= frames:
+                decoded.append(frame_arrays(frame))
+                size = (frame.width, frame.height)
+                if len(decoded) >= frames:
                     break
     finally:
         container.close()
-    if not rgb:
+    if not decoded:
         from stream.errors import InputError
         raise InputError(f"no decodable video frames in {source}")
-    count = len(rgb)
+    count = len(decoded)
     model = ColorModel(model_path, SessionSettings(provider=provider, intra_op_threads=1))
     with Stopwatch() as preprocess:
-        inputs = [model_input(frame, model.input_size) for frame in rgb]
-        lightness = [lightness_code(frame[:frame.shape[0] // 2 * 2, :frame.shape[1] // 2 * 2]) for frame in rgb]
+        for arrays in decoded:
+            if "frame" in arrays:  # the RGB path makes even sizes before the encoder
+                rgb = arrays["frame"]
+                arrays["frame"] = rgb[:rgb.shape[0] // 2 * 2, :rgb.shape[1] // 2 * 2]
+            prepare(arrays, model.input_size)
+    sample = np.stack([arrays["l_input"] for arrays in decoded[:INFERENCE_SAMPLE]])
+    inference = time_inference(model_path, provider, sample, sorted({1, cores}))
+    ab = model.predict_ab(sample[:1])[0]
+    output = av.open(io.BytesIO(), mode="w", format="mp4")
+    video = output.add_stream("libx264", rate=25)
+    video.height, video.width = decoded[0]["lightness"].shape if "luma" not in decoded[0] else decoded[0]["luma"].shape
+    video.pix_fmt = "yuv420p"
+    video.options = {"preset": preset}
+    with Stopwatch() as encode:
+        for arrays in decoded:
+            picture = colour_picture(arrays["lightness"], ab, arrays.get("luma"), ColourSettings())
+            for packet in video.encode(picture):
+                output.mux(packet)
+        for packet in video.encode(None):
+            output.mux(packet)
+    output.close()
+    return Measurements(frames=count, size=size, cores=cores, decode=decode.per(count),
+                        preprocess=preprocess.per(count), inference=inference, encode=encode.per(count))
+
+
+def time_inference(model_path: Path, provider: str, sample: np.ndarray, thread_counts: list[int],
+                   batches: tuple[int, ...] = BATCH_SIZES) -> dict[tuple[int, int], Cost]:
+    """Cost per frame of the model on ``sample`` (float32 N×1×h×w) for each (batch, threads)."""
+    from models.runtime import ColorModel, SessionSettings
+
     inference: dict[tuple[int, int], Cost] = {}
-    sample = np.stack(inputs[:INFERENCE_SAMPLE])
-    for threads in sorted({1, cores}):
+    for threads in thread_counts:
         model = ColorModel(model_path, SessionSettings(provider=provider, intra_op_threads=threads))
-        for batch in BATCH_SIZES:
+        for batch in batches:
             if batch > len(sample):
                 break
             usable = len(sample) // batch * batch
             model.predict_ab(sample[:batch])
             with Stopwatch() as run:
                 for start in range(0, usable, batch):
-                    ab = model.predict_ab(sample[start:start + batch])
+                    model.predict_ab(sample[start:start + batch])
             inference[(batch, threads)] = run.per(usable)
-    ab = model.predict_ab(sample[:1])[0]
-    output = av.open(io.BytesIO(), mode="w", format="mp4")
-    video = output.add_stream("libx264", rate=25)
-    video.height, video.width = rgb[0].shape[0] // 2 * 2, rgb[0].shape[1] // 2 * 2
-    video.pix_fmt = "yuv420p"
-    video.options = {"preset": preset}
-    with Stopwatch() as encode:
-        for code in lightness:
-            colour = merge_lightness(code, ab)
-            for packet in video.encode(yuv420p_picture(colour)):
-                output.mux(packet)
-        for packet in video.encode(None):
-            output.mux(packet)
-    output.close()
-    return Measurements(frames=count, size=(rgb[0].shape[1], rgb[0].shape[0]), cores=cores,
-                        decode=decode.per(count), preprocess=preprocess.per(count), inference=inference,
-                        encode=encode.per(count))
+    return inference
 
 
 def plan(m: Measurements) -> Plan:
@@ -191,6 +205,101 @@ def plan(m: Measurements) -> Plan:
     return Plan(preprocessor_replicas=pre, inference_replicas=replicas, batch_size=batch, intra_op_threads=threads,
                 batch_timeout_ms=timeout, inference_queue_depth=queue,
                 encoder_queue_depth=max(8, 2 * batch * replicas), target_fps=target, reasons=reasons)
+
+
+# What the quick estimate does not run, per megapixel of frame and one thread, as measured on the
+# 2-core development machine (bench/bench_speed.py clips): H.264 decoding, and libx264 by preset.
+DECODE_MS_PER_MPX = 1.5
+X264_MS_PER_MPX = {"ultrafast": 3.5, "superfast": 5.0, "veryfast": 8.0, "faster": 12.0, "fast": 16.0,
+                   "medium": 20.0, "slow": 32.0, "slower": 60.0, "veryslow": 120.0}
+COLOUR_MS_PER_MPX = 3.3  # the colour step on that machine: scales the two figures above to this one's speed
+TEMPORAL_MS = 1.5  # temporal smoothing works at a fixed size (flow_size), whatever the frame's
+QUICK_REPEATS = 3
+
+
+def quick_measure(model_path: Path, width: int, height: int, provider: str, preset: str,
+                  cores: int) -> Measurements:
+    """Measurements for :func:`plan` in about a tenth of a second, without reading the input: the
+    preprocessing, the model (batch 1 and 2, one thread) and the colour step are timed on a
+    synthetic frame of ``width``×``height`` (the best of a few runs); decoding and libx264 are
+    estimated from their cost per megapixel, scaled by how fast the colour step ran here."""
+    from models.runtime import ColorModel, SessionSettings
+    from stages.encoder import colour_picture
+    from stages.lab import ColourSettings
+    from stages.preprocessor import prepare
+
+    width, height = max(2, width // 2 * 2), max(2, height // 2 * 2)
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    luma = (126 + 90 * np.sin(rows / 37.0) * np.cos(cols / 53.0)).astype(np.uint8)
+    model = ColorModel(model_path, SessionSettings(provider=provider, intra_op_threads=1))
+
+    def best(step) -> Cost:
+        costs = []
+        for _ in range(QUICK_REPEATS):
+            with Stopwatch() as watch:
+                step()
+            costs.append(watch.per(1))
+        return min(costs, key=lambda cost: cost.cpu)
+
+    arrays = {"luma": luma}
+    preprocess = best(lambda: prepare(dict(arrays), model.input_size))
+    prepare(arrays, model.input_size)
+    sample = np.stack([arrays["l_input"]] * 2)
+    model.predict_ab(sample[:1])
+    inference = {}
+    for batch in (1, 2):
+        cost = best(lambda: model.predict_ab(sample[:batch]))
+        inference[(batch, 1)] = Cost(cost.wall / batch, cost.cpu / batch)
+    ab = model.predict_ab(sample[:1])[0]
+    colour = best(lambda: colour_picture(arrays["lightness"], ab, luma, ColourSettings()))
+    megapixels = width * height / 1e6
+    speed = colour.cpu / (COLOUR_MS_PER_MPX / 1000 * megapixels) if colour.cpu > 0 else 1.0
+    decode_s = DECODE_MS_PER_MPX / 1000 * megapixels * speed
+    encode_s = colour.cpu + (TEMPORAL_MS + X264_MS_PER_MPX.get(preset, 8.0) * megapixels) / 1000 * speed
+    return Measurements(frames=1, size=(width, height), cores=cores, decode=Cost(decode_s, decode_s),
+                        preprocess=preprocess, inference=inference, encode=Cost(encode_s, encode_s))
+
+
+def fit_to_machine(config, model_path: Path, width: int, height: int, live: bool):
+    """``config`` (a :class:`stream.config.PipelineConfig`) with its ``auto`` values chosen for this
+    machine and this input, and one line saying what was chosen ('' when nothing was ``auto``).
+
+    * live runs: one replica each, onnxruntime's own threads, no batching (latency first);
+    * GPU/NPU providers: one inference replica, batches of 8 (the device is kept busy by batches,
+      not by replicas); the preprocessor as for the CPU;
+    * the CPU: :func:`plan` on :func:`quick_measure`: replicas of one thread each, as many as the
+      frame rate the cores can reach keeps busy, and the cheapest batch.
+    """
+    from stream.config import PLAIN_CHOICES, auto_fields, with_choices
+
+    pending = auto_fields(config)
+    if not pending:
+        return config, ""
+    cores = len(os.sched_getaffinity(0))
+    if live:
+        choices, basis = dict(PLAIN_CHOICES), "live"
+    else:
+        m = quick_measure(model_path, width, height, config.inference.provider, config.encoder.preset, cores)
+        every = config.inference.every_nth_frame  # sparse inference: the model runs on 1 frame in k
+        m = dataclasses.replace(m, inference={key: Cost(cost.wall / every, cost.cpu / every)
+                                              for key, cost in m.inference.items()})
+        p = plan(m)
+        choices = {"preprocessor.replicas": p.preprocessor_replicas, "inference.replicas": p.inference_replicas,
+                   "inference.batch_size": p.batch_size, "inference.intra_op_threads": p.intra_op_threads}
+        if config.inference.provider != "cpu":
+            choices.update({"inference.replicas": 1, "inference.batch_size": ACCELERATOR_BATCH,
+                            "inference.intra_op_threads": 0})
+        basis = f"{width}×{height}, {config.inference.provider}, estimated {p.target_fps:.0f} fps"
+    fitted = with_choices(config, choices)
+    inference = fitted.inference
+    threads = inference.intra_op_threads or "all"
+    line = (f"auto: inference {inference.replicas}× ({threads} thread{'s' * (threads != 1)}, batch {inference.batch_size}), "
+            f"preprocessor {fitted.preprocessor.replicas}× ({cores} core{'s' * (cores != 1)}, {basis})")
+    return fitted, line
+
+
+ACCELERATOR_BATCH = 8
 
 
 def render_yaml(source: str, m: Measurements, p: Plan, base_transport: str) -> str:

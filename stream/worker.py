@@ -276,9 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     from dataclasses import replace
 
-    from models import DEFAULT_MODEL_PATH
+    from models import DEFAULT_INT8_MODEL_PATH, DEFAULT_MODEL_PATH
     from models.runtime import ModelError
-    from stream.config import ConfigError, load_config
+    from stream.config import PLAIN_CHOICES, ConfigError, load_config, with_choices
     from stream.errors import InputError, error_lines
     from stream.stage import Job, StageSpec, stage_class
     from stream.transport import Endpoints
@@ -293,7 +293,7 @@ def main(argv: list[str]) -> int:
                                  f"or more, got {value}")
         if not args.connect.startswith(("tcp://", "ipc://")):
             raise InputError(f"--connect: expected tcp://HOST:PORT or ipc://PATH, got {args.connect}")
-        config = load_config(args.config)
+        config = with_choices(load_config(args.config), PLAIN_CHOICES)
         model = args.model or DEFAULT_MODEL_PATH
         if args.stage == "inference" and not model.is_file():
             raise ModelError(f"model file not found: {model}")
@@ -326,6 +326,9 @@ def main(argv: list[str]) -> int:
         if welcome["stage"] != args.stage:
             print(f"error: {args.connect} serves the {welcome['stage']} stage, not {args.stage}", file=sys.stderr)
             return 2
+        if args.model is None and welcome.get("model_sha256"):  # the embedded twin the pipeline runs, if any
+            model = next((twin for twin in (DEFAULT_MODEL_PATH, DEFAULT_INT8_MODEL_PATH)
+                          if twin.is_file() and file_sha256(str(twin)) == welcome["model_sha256"]), model)
         if welcome.get("model_sha256") and file_sha256(str(model)) != welcome["model_sha256"]:
             print(f"error: {model} is not the pipeline's model (SHA-256 differs); pass the same file with --model",
                   file=sys.stderr)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from models.runtime import ColorModel, annealed_mean
 from models import load_bin_centres
-from stages.encoder import yuv420p_picture
-from stages.lab import LIGHTNESS_CODE_PER_L, lightness_code, merge_ab, model_input
+from stages.decoder import frame_arrays
+from stages.encoder import yuv420p_from_planes, yuv420p_picture
+from stages.lab import (LIGHTNESS_CODE_PER_L, chroma_lightness_code, chroma_planes, lightness_code, luma_model_input,
+                        merge_ab, merge_lightness, model_input)
 from tests.conftest import shared_file
 from tests.lab_reference import colorize_reference, rgb_to_lab
 
@@ -114,6 +116,55 @@ def test_yuv420p_picture_is_bt601_limited_range_with_box_filtered_chroma(height,
     luma, quarter = height * width, height * width // 4
     assert np.abs(packed.reshape(-1)[luma:luma + quarter] - u).max() < 1
     assert np.abs(packed.reshape(-1)[luma + quarter:] - v).max() < 1
+
+
+# ---------------------------------------------------------------- the 4:2:0 path: luma kept, chroma computed
+
+def decoded_frames(name: str, every: int, count: int) -> list[av.VideoFrame]:
+    with av.open(str(shared_file("video", name))) as container:
+        frames = [frame for i, frame in enumerate(container.decode(video=0)) if i % every == 0]
+    return frames[:count]
+
+
+def smooth_ab(seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0, 60, (56, 56, 2)).astype(np.float32)
+    return np.ascontiguousarray(cv2.GaussianBlur(noise, (0, 0), 3).transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("clip", ["chaplin.mp4", "bottle-detection.mp4"])
+def test_the_420_path_keeps_the_luma_and_gives_the_rgb_paths_chroma_within_a_level_or_two(clip):
+    for index, frame in enumerate(decoded_frames(clip, every=30, count=6)):
+        arrays = frame_arrays(frame)
+        assert set(arrays) == {"luma"}
+        luma, ab = arrays["luma"], smooth_ab(index)
+        height = frame.height
+        source = frame.to_ndarray()  # yuv420p: Y rows, then U and V
+        assert np.array_equal(luma, source[:height])
+        picture = yuv420p_from_planes(luma, *chroma_planes(chroma_lightness_code(luma), ab)).to_ndarray()
+        assert np.array_equal(picture[:height], source[:height])
+        rgb_path = yuv420p_picture(merge_lightness(lightness_code(frame.to_ndarray(format="rgb24")), ab)).to_ndarray()
+        chroma_error = np.abs(picture[height:].astype(int) - rgb_path[height:])
+        assert chroma_error.mean() < 0.5 and np.percentile(chroma_error, 99) <= 2, (clip, index)
+        assert np.abs(picture[height:].astype(int) - 128).mean() > 3  # colour was added
+
+
+def test_lightness_read_from_luma_is_the_rgb_paths_lightness_for_a_black_and_white_film():
+    for frame in decoded_frames("chaplin.mp4", every=60, count=4):
+        luma = frame_arrays(frame)["luma"]
+        rgb = frame.to_ndarray(format="rgb24")
+        assert np.abs(luma_model_input(luma, (224, 224)) - model_input(rgb, (224, 224))).mean() < 0.3
+        half = cv2.resize(lightness_code(rgb).astype(np.float32), (rgb.shape[1] // 2, rgb.shape[0] // 2),
+                          interpolation=cv2.INTER_AREA)
+        assert np.abs(chroma_lightness_code(luma) - half).mean() / LIGHTNESS_CODE_PER_L < 0.3
+
+
+@pytest.mark.parametrize("pix_fmt, size, path", [("yuv420p", (64, 48), "luma"), ("yuvj420p", (64, 48), "frame"),
+                                                  ("yuv420p", (63, 48), "frame"), ("yuv444p", (64, 48), "frame"),
+                                                  ("yuv420p10le", (64, 48), "frame")])
+def test_only_8_bit_limited_range_420_frames_of_even_size_take_the_luma_path(pix_fmt, size, path):
+    rgb = np.random.default_rng(3).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+    assert set(frame_arrays(frame)) == {path}
 
 
 # ---------------------------------------------------------------- colour settings: strength and upsampling

@@ -31,18 +31,18 @@ def test_an_empty_file_means_defaults(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("inference:\n  batch_sise: 4\n",
      ":2: inference.batch_sise: unknown key (expected one of: replicas, queue_depth, batch_size,"),
-    ("inference:\n  batch_size: eight\n", ":2: inference.batch_size: expected an integer in 1..1024, found 'eight'"),
+    ("inference:\n  batch_size: eight\n", ":2: inference.batch_size: expected an integer in 1..1024 or auto, found 'eight'"),
     ("encoder:\n  crf: 60\n", ":2: encoder.crf: expected an integer in 0..51, found '60'"),
     ("inference:\n  provider: tpu\n", ":2: inference.provider: expected one of cpu, cuda, npu, openvino, found 'tpu'"),
     ("transport: ipc\ndecoder: 3\n", ":2: decoder: expected a mapping of keys"),
     ("decoder:\n  cpu_affinity: [0, x]\n", ":2: decoder.cpu_affinity: expected an integer >= 0, found 'x'"),
-    ("inference:\n  replicas: true\n", f":2: inference.replicas: expected an integer in 0..{MAX_THREADS}, found 'true'"),
+    ("inference:\n  replicas: true\n", f":2: inference.replicas: expected an integer in 0..{MAX_THREADS} or auto, found 'true'"),
     ("encoder:\n  crf: [1\n", ": malformed YAML"),
     ("encoder:\n  temporal:\n    strength: 1.5\n",
      ":3: encoder.temporal.strength: expected a number in 0.0..0.99, found '1.5'"),
     ("colour:\n  saturation: 2.5\n", ":2: colour.saturation: expected a number in 0.0..2.0, found '2.5'"),
     ("inference:\n  intra_op_threads: 2000\n",
-     f":2: inference.intra_op_threads: expected an integer in 0..{MAX_THREADS}, found '2000'"),
+     f":2: inference.intra_op_threads: expected an integer in 0..{MAX_THREADS} or auto, found '2000'"),
     ("encoder:\n  temporal:\n    strength: .nan\n",
      ":3: encoder.temporal.strength: expected a number in 0.0..0.99, found '.nan'"),
     ("inference:\n  batch_timeout_ms: .inf\n",
@@ -81,10 +81,10 @@ def test_every_problem_in_a_file_is_reported_at_once_a_line_each(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value).splitlines() == [
-        f"{path}:2: inference.batch_size: expected an integer in 1..1024, found '0'",
+        f"{path}:2: inference.batch_size: expected an integer in 1..1024 or auto, found '0'",
         f"{path}:3: inference.provider: expected one of cpu, cuda, npu, openvino, found 'tpu'",
         f"{path}:4: inference.nonsense: unknown key (expected one of: replicas, queue_depth, batch_size, "
-        "batch_timeout_ms, provider, device_id, intra_op_threads, inter_op_threads, cpu_affinity, restart, workers)",
+        "batch_timeout_ms, every_nth_frame, provider, precision, device_id, intra_op_threads, inter_op_threads, cpu_affinity, restart, workers)",
         f"{path}:6: encoder.crf: expected an integer in 0..51, found '99'",
         f"{path}:7: transport: expected one of ipc, tcp, found 'pigeon'",
     ]
@@ -97,7 +97,7 @@ def test_the_command_line_prints_each_problem_as_an_error_line(tmp_path):
     result = run_cli(shared_file("video", "chaplin.mp4"), "-o", tmp_path / "out.mp4", "--config", config)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: {config}:2: inference.intra_op_threads: expected an integer in 0..{MAX_THREADS}, found '2000'",
+        f"error: {config}:2: inference.intra_op_threads: expected an integer in 0..{MAX_THREADS} or auto, found '2000'",
         f"error: {config}:4: encoder.crf: expected an integer in 0..51, found '-1'"]
     assert not (tmp_path / "out.mp4").exists()
 
@@ -115,3 +115,16 @@ def test_an_ipc_listen_path_holding_a_file_is_refused_and_the_file_kept(tmp_path
     assert precious.read_text() == "keep me"
     free = tmp_path / "free.sock"
     assert load_config(write(tmp_path, f"inference:\n  workers:\n    listen: ipc://{free}\n")).inference.leased
+
+
+def test_auto_is_the_default_for_replicas_threads_and_batch_and_a_number_overrides_it(tmp_path):
+    from stream.config import PLAIN_CHOICES, auto_fields, with_choices
+
+    defaults = PipelineConfig()
+    assert auto_fields(defaults) == ["preprocessor.replicas", "inference.replicas", "inference.batch_size",
+                                     "inference.intra_op_threads"]
+    cfg = load_config(write(tmp_path, "inference:\n  replicas: 3\n  batch_size: auto\n"))
+    assert cfg.inference.replicas == 3 and cfg.inference.batch_size == "auto"
+    chosen = with_choices(cfg, {**PLAIN_CHOICES, "inference.replicas": 5, "inference.batch_size": 2})
+    assert (chosen.inference.replicas, chosen.inference.batch_size, chosen.preprocessor.replicas) == (3, 2, 1)
+    assert auto_fields(chosen) == []

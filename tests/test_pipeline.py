@@ -19,6 +19,8 @@ from models.runtime import ColorModel
 from tests.conftest import REPO, cli_env, run_cli, shared_file, video_facts
 from tests.lab_reference import colorize_reference
 
+AUTO_CHOICES = re.compile(r"; auto: inference \d+× \((\d+ threads?|all threads), batch \d+\), preprocessor \d+× "
+                          r"\(\d+ cores?, 640×360, cpu, estimated \d+ fps\); busy: ")
 SUMMARY = re.compile(r"^(\d+) frames in [\d.]+ s \([\d.]+ fps\) -> .*; busy: decoder \d+%, preprocessor \d+%, "
                      r"inference \d+%, encoder \d+%")
 
@@ -65,8 +67,24 @@ def test_black_and_white_film_becomes_colour_with_its_sound_and_timing(tmp_path,
     assert original.mean_chroma < 1.0 and got.mean_chroma > 5.0
     assert SUMMARY.match(result.last_error_line), result.stderr
     assert SUMMARY.match(result.last_error_line).group(1) == "241"
+    assert AUTO_CHOICES.search(result.last_error_line), result.stderr  # the defaults were fitted and said so
     assert_nothing_left(run_tmp, output)
     assert set(stage_processes()) - before == set()
+
+
+def test_an_8_bit_420_film_keeps_its_very_luma_codes_and_gains_chroma(tmp_path, run_tmp, ab_model):
+    source = shared_file("video", "chaplin.mp4")
+    output = tmp_path / "lossless.mp4"
+    result = run_cli(source, "-o", output, "--model", ab_model, "--crf", "0", "-q", tmpdir=run_tmp)
+    assert result.returncode == 0, result.stderr
+    with av.open(str(source)) as original, av.open(str(output)) as coloured:
+        pairs = list(zip(original.decode(video=0), coloured.decode(video=0), strict=True))
+    assert len(pairs) == 241
+    for before, after in pairs:
+        assert after.format.name == "yuv420p"
+        assert np.array_equal(before.to_ndarray()[:360], after.to_ndarray()[:360])  # Y': grain untouched
+    chroma = np.stack([after.to_ndarray()[360:] for _, after in pairs[::40]]).astype(int)
+    assert np.abs(chroma - 128).mean() > 2
 
 
 def test_webm_vp8_with_vorbis_becomes_h264_with_aac_in_mp4_and_vorbis_kept_in_mkv(tmp_path, run_tmp, ab_model):
@@ -275,6 +293,8 @@ def bad_input_cases(tmp_path: Path, chaplin: Path, model: Path):
          "veryslow, found 'quick'"),
         ((chaplin, "-o", out, "--model", model, "--provider", "tpu"),
          "error: --provider: expected one of cpu, cuda, npu, openvino, found 'tpu'"),
+        ((chaplin, "-o", out, "--precision", "int4"),
+         "error: --precision: expected one of auto, fp32, int8, found 'int4'"),
         ((chaplin, "-o", out, "--model", model, "--device-id", "-1"),
          "error: --device-id: expected an integer in 0..1023, found '-1'"),
         ((chaplin, "-o", existing, "--model", model),
@@ -282,7 +302,7 @@ def bad_input_cases(tmp_path: Path, chaplin: Path, model: Path):
         ((chaplin, "-o", existing, "--model", model, "-y", "-n"),
          "error: -y (overwrite) and -n (keep existing outputs) contradict each other: give one"),
         ((chaplin, "-o", out, "--model", model, "--config", config),
-         f"error: {config}:2: inference.batch_size: expected an integer in 1..1024, found '0'"),
+         f"error: {config}:2: inference.batch_size: expected an integer in 1..1024 or auto, found '0'"),
     ]
 
 
@@ -503,12 +523,16 @@ def test_without_model_the_embedded_model_colorizes_a_gray_photo(tmp_path):
     assert np.hypot(lab[..., 1], lab[..., 2]).mean() > 5.0, "the embedded model added no colour"
 
 
-def test_the_embedded_model_does_not_paint_a_black_and_white_film_red(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_embedded_model_does_not_paint_a_black_and_white_film_red(tmp_path, precision):
     """The first embedded model turned chaplin.mp4's lawns and suits red (mean a* +6 to +7 over the
-    picture, large areas above a* 15). Frames of the colorized film: no cast and no saturated red."""
+    picture, large areas above a* 15). Frames of the colorized film: no cast and no saturated red,
+    with either twin of the embedded model."""
     output = tmp_path / "chaplin colour.mp4"
-    result = run_cli(shared_file("video", "chaplin.mp4"), "-o", output, "-q")
+    result = run_cli(shared_file("video", "chaplin.mp4"), "-o", output, "--precision", precision)
     assert result.returncode == 0, result.stderr
+    twin = {"fp32": "default.onnx", "int8": "default-int8.onnx"}[precision]
+    assert f" -> {output}; model {twin}; auto: " in result.last_error_line
     with av.open(str(output)) as container:
         frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % 40 == 20]
     assert len(frames) == 6
@@ -518,3 +542,26 @@ def test_the_embedded_model_does_not_paint_a_black_and_white_film_red(tmp_path):
         assert abs(a.mean()) < 4.0 and abs(b.mean()) < 6.0, (a.mean(), b.mean())
         assert (a > 15).mean() < 0.02, "saturated red areas"
         assert np.hypot(a, b).mean() > 1.0, "no colour was added"
+
+
+def test_auto_precision_takes_the_int8_twin_only_on_the_cpu_of_a_machine_with_int8_dot_products():
+    from models import (DEFAULT_INT8_MODEL_PATH, DEFAULT_MODEL_PATH, INT8_DOT_PRODUCT_FLAGS, cpu_flags,
+                        embedded_model)
+
+    has_dot_products = bool(cpu_flags() & INT8_DOT_PRODUCT_FLAGS)
+    assert embedded_model("cpu", "auto") == (DEFAULT_INT8_MODEL_PATH if has_dot_products else DEFAULT_MODEL_PATH)
+    assert embedded_model("cuda", "auto") == DEFAULT_MODEL_PATH
+    assert embedded_model("cpu", "fp32") == DEFAULT_MODEL_PATH
+    assert embedded_model("cuda", "int8") == DEFAULT_INT8_MODEL_PATH
+
+
+def test_the_int8_twin_colours_validation_photos_like_the_float_model():
+    from models import DEFAULT_INT8_MODEL_PATH, DEFAULT_MODEL_PATH
+    from models.quantize import load_l_minus_50
+
+    photos = sorted(shared_file("val", "cbsd68").glob("*.png"))[::8]
+    fp32, int8 = ColorModel(DEFAULT_MODEL_PATH), ColorModel(DEFAULT_INT8_MODEL_PATH)
+    inputs = np.concatenate([load_l_minus_50(photo, fp32.input_size) for photo in photos])
+    a, b = fp32.predict_ab(inputs).ravel(), int8.predict_ab(inputs).ravel()
+    assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.98
+    assert np.abs(a - b).mean() < 1.5  # Lab units

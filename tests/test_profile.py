@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import load_config
+from stream.config import PLAIN_CHOICES, load_config, with_choices
 from stream.profile import Profile, StageFigures, advise
 from tests.conftest import run_cli, shared_file, video_facts
 
@@ -97,11 +97,11 @@ def machine(bottleneck: str, cores: int, idle_cores: float) -> Profile:
 def config(tmp_path: Path, text: str):
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    return load_config(path)
+    return with_choices(load_config(path), PLAIN_CHOICES)
 
 
 def test_advice_follows_the_bottleneck_and_the_free_cores(tmp_path, ab_model):
-    defaults = load_config(None)
+    defaults = with_choices(load_config(None), PLAIN_CHOICES)  # auto resolved as where nothing was measured
     encoder = advise(machine("encoder", cores=2, idle_cores=0.0), defaults, ab_model)
     assert (encoder.stage, encoder.change.split(":")[0]) == ("encoder", "a faster x264 preset")
     assert "encoder.preset: superfast (now veryfast" in encoder.change

@@ -46,9 +46,11 @@ def slow_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory, slow_model) -> list[bytes]:
-    """The frames of a plain run (defaults: one replica per stage, direct links) on test_video.mp4."""
-    output = tmp_path_factory.mktemp("reference") / "reference.mkv"
-    result = run_cli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "-q")
+    """The frames of a plain run (defaults but the model on every frame, direct links) on test_video.mp4."""
+    folder = tmp_path_factory.mktemp("reference")
+    output = folder / "reference.mkv"
+    result = run_cli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "-q",
+                     "--config", write_config(folder, every_frame("")))
     assert result.returncode == 0, result.stderr
     return decoded_frames(output)
 
@@ -59,9 +61,16 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def every_frame(text: str) -> str:
+    """Config ``text`` with the model on every frame (``every_nth_frame: 1``), so every frame goes
+    through the workers and replicas under test."""
+    line = "inference:\n  every_nth_frame: 1\n"
+    return text.replace("inference:\n", line, 1) if "inference:\n" in text else line + text
+
+
 def listening_run(tmp_path: Path, config_text: str, model: Path, output: Path) -> tuple[BackgroundCli, str]:
     """A run of test_video.mp4 whose inference broker accepts workers; (the run, the address to join)."""
-    config = write_config(tmp_path, config_text)
+    config = write_config(tmp_path, every_frame(config_text))
     pipeline = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", model,
                              "--config", config)
     endpoint = pipeline.wait_for(r"inference workers can join: colorize worker --stage inference "
@@ -165,8 +174,8 @@ def wait_for_new_child(cli: BackgroundCli, name: str, exclude: set[int], timeout
 
 def test_with_a_restart_policy_killed_replicas_are_restarted_and_the_output_is_unchanged(tmp_path, slow_model,
                                                                                          undisturbed):
-    config = write_config(tmp_path, "preprocessor:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n"
-                                    "inference:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n")
+    config = write_config(tmp_path, every_frame("preprocessor:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n"
+                                    "inference:\n  restart: {max_restarts: 2}\n  queue_depth: 64\n"))
     output = tmp_path / "restarted.mkv"
     cli = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config)
     inference = wait_for_new_child(cli, "cz-inference", set())
@@ -184,7 +193,7 @@ def test_with_a_restart_policy_killed_replicas_are_restarted_and_the_output_is_u
 
 
 def test_a_replica_dying_more_often_than_allowed_fails_the_run(tmp_path, slow_model):
-    config = write_config(tmp_path, "inference:\n  restart: {max_restarts: 1}\n")
+    config = write_config(tmp_path, every_frame("inference:\n  restart: {max_restarts: 1}\n"))
     output = tmp_path / "doomed.mkv"
     cli = BackgroundCli(shared_file("video", "test_video.mp4"), "-o", output, "--model", slow_model, "--config", config, "-q")
     first = wait_for_new_child(cli, "cz-inference", set())
@@ -213,6 +222,60 @@ def test_tune_measures_this_machine_and_writes_a_config_that_loads(tmp_path, slo
         assert re.search(rf"{stage}\b.*ms", text), text
     assert f"{cores} core" in text
     assert yaml.safe_load(tuned.read_text())["inference"]["replicas"] == config.inference.replicas
+
+
+def costs(decode_ms: float, preprocess_ms: float, inference_ms: float, encode_ms: float, cores: int):
+    from stream.tune import Cost, Measurements
+
+    def cost(ms):
+        return Cost(ms / 1000, ms / 1000)
+
+    return Measurements(frames=1, size=(0, 0), cores=cores, decode=cost(decode_ms), preprocess=cost(preprocess_ms),
+                        inference={(1, 1): cost(inference_ms), (2, 1): cost(inference_ms * 0.96)},
+                        encode=cost(encode_ms))
+
+
+def test_auto_gives_inference_replicas_in_proportion_to_its_share_of_the_work():
+    from stream.tune import plan
+
+    # one-thread costs measured on the 2-core development machine (embedded model, veryfast)
+    at_360p, at_1080p = costs(0.4, 0.5, 11.3, 4.4, cores=2), costs(2.2, 3.3, 11.6, 23.8, cores=2)
+    assert (plan(at_360p).inference_replicas, plan(at_360p).intra_op_threads, plan(at_360p).batch_size) == (2, 1, 1)
+    assert plan(at_1080p).inference_replicas == 1
+    sixteen = plan(costs(0.4, 0.5, 11.3, 4.4, cores=16))  # the encoder's 227 fps is the limit: 2.6 busy replicas
+    assert sixteen.inference_replicas == 3 and sixteen.preprocessor_replicas == 1
+
+
+def test_auto_values_are_fitted_to_this_machine_and_numbers_are_kept(tmp_path):
+    from models import DEFAULT_MODEL_PATH
+    from stream.config import PLAIN_CHOICES, PipelineConfig, auto_fields, with_choices
+    from stream.tune import fit_to_machine
+
+    cores = len(os.sched_getaffinity(0))
+    fitted, line = fit_to_machine(PipelineConfig(), DEFAULT_MODEL_PATH, 640, 360, live=False)
+    assert auto_fields(fitted) == []
+    assert 1 <= fitted.inference.replicas <= cores and fitted.inference.intra_op_threads == 1
+    assert fitted.inference.batch_size in (1, 2) and fitted.preprocessor.replicas == 1
+    assert line.startswith(f"auto: inference {fitted.inference.replicas}× (1 thread, batch {fitted.inference.batch_size})")
+    live, live_line = fit_to_machine(PipelineConfig(), DEFAULT_MODEL_PATH, 640, 360, live=True)
+    assert live == with_choices(PipelineConfig(), PLAIN_CHOICES) and "live" in live_line
+    explicit = load_config(PROJECT_ROOT / "configs" / "throughput.yaml")
+    assert fit_to_machine(explicit, DEFAULT_MODEL_PATH, 640, 360, live=False) == (explicit, "")
+
+
+def test_sparse_inference_writes_every_frame_coloured_and_leased_stages_agree(tmp_path, ab_model):
+    source = shared_file("video", "test_video.mp4")
+    outputs = {}
+    for name, extra in (("direct", ""), ("leased", "  restart:\n    max_restarts: 1\n")):
+        config = write_config(tmp_path, f"inference:\n  every_nth_frame: 3\n{extra}")
+        outputs[name] = tmp_path / f"{name}.mp4"
+        result = run_cli(source, "-o", outputs[name], "--model", ab_model, "--config", config, "-q")
+        assert result.returncode == 0, result.stderr
+    facts = video_facts(outputs["direct"])
+    assert facts.frames == video_facts(source).frames == 96
+    assert facts.pts == video_facts(source).pts
+    assert facts.mean_chroma > 5.0  # every 10th frame is sampled: most of them are frames the model skipped
+    assert decoded_frames(outputs["direct"]) == decoded_frames(outputs["leased"])
 
 
 def test_malformed_messages_from_peers_are_dropped_and_the_run_is_untouched(tmp_path, slow_model, undisturbed):

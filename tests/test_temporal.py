@@ -202,6 +202,42 @@ def test_real_cut_between_two_clips_is_detected_and_shots_are_not_cut():
     assert cuts == [0, len(shot_a)]
 
 
+# ---------------------------------------------------------------- sparse inference: carry and cadence
+
+def test_a_skipped_frame_carries_the_colour_along_the_motion():
+    frames, lefts, side = moving_square_frames(steps=4, shift=8)
+    scale = AB_SIZE / FRAME_SIZE
+    top, bottom = int(96 * scale), int((96 + side) * scale)
+    first = np.zeros((2, AB_SIZE, AB_SIZE), np.float32)
+    first[0, top:bottom, int(math.ceil(lefts[0] * scale)):int((lefts[0] + side) * scale)] = 60.0
+    smoother = TemporalSmoother(TemporalConfig(enabled=False))  # carrying needs no smoothing
+    smoother.update(frames[0], first)
+    for frame in frames[1:]:
+        carried = smoother.carry(frame)
+    a = carried[0]
+    centre_x = (a.clip(0) * np.arange(AB_SIZE)[None]).sum() / a.clip(0).sum()
+    assert abs(centre_x - ((lefts[-1] + side / 2) * scale - 0.5)) < 1.5  # the red moved with the square
+    assert a.max() > 40.0  # and was not washed out (no blending with a prediction)
+
+
+def test_carry_with_no_history_gives_no_colour_rather_than_another_shots():
+    smoother = TemporalSmoother()
+    assert np.array_equal(smoother.carry(to_lightness(texture(3))), np.zeros((2, 1, 1), np.float32))
+    assert smoother.last_step.scene_cut
+
+
+def test_the_model_runs_every_kth_frame_and_at_every_cut_the_smoother_would_see():
+    from models.evaluate_video import desaturate
+    from stages.temporal import ModelCadence
+
+    shot_a = first_frames(clip("video_with_failing_audio.mp4"), 7)
+    shot_b = first_frames(clip("bottle-detection.mp4"), 6)
+    cadence = ModelCadence(4)
+    runs = [cadence.wants_model(cv2.cvtColor(desaturate(rgb), cv2.COLOR_RGB2GRAY)) for rgb in shot_a + shot_b]
+    assert [i for i, run in enumerate(runs) if run] == [0, 4, 7, 11]  # the cut at 7 restarts the count
+    assert all(ModelCadence(1).wants_model(np.zeros((4, 4), np.uint8)) for _ in range(3))
+
+
 def noisy_colorizer(path: Path, size: int = 64) -> Path:
     """A tiny ONNX colorizer whose ab depends on fine L detail (so per-frame output flickers):
     L − 50 (N×1×64×64) → 30·sin(0.15·conv4×4/stride 4(L)) as ab N×2×16×16."""
