@@ -40,6 +40,7 @@ class AudioTrack:
         self._position_s = 0.0
         self._last_dts = None
         self._flushed = False
+        self._started = False
         if mode == "none":
             return
         self.source = av.open(input_path)
@@ -70,9 +71,7 @@ class AudioTrack:
             packet = self._held if self._held is not None else self._next_packet()
             self._held = None
             if packet is None:
-                if not self.copy and not self._flushed:
-                    self._flushed = True
-                    self._mux(self._encode(None))
+                self.flush()
                 return
             if packet.dts is None and packet.pts is None:
                 continue
@@ -99,8 +98,14 @@ class AudioTrack:
                     self.packets_skipped += 1
                     continue
                 for frame in frames:
-                    frame.pts = None
-                    self._mux(self._encode(frame))
+                    self._mux(self._encode(self._on_encoder_clock(frame)))
+
+    def flush(self) -> None:
+        """Write what the AAC encoder still holds (transcoding only; once): at the input's end, or
+        where the output stops early."""
+        if self.stream is not None and not self.copy and not self._flushed:
+            self._flushed = True
+            self._mux(self._encode(None))
 
     @staticmethod
     def _decodes(packet) -> bool:
@@ -110,6 +115,21 @@ class AudioTrack:
         except (av.error.FFmpegError, ValueError):
             return False
         return True
+
+    def _on_encoder_clock(self, frame):
+        """The decoded frame as the AAC encoder takes it: the first one with its pts in the
+        encoder's time base (1/sample rate), so the transcoded audio keeps the input's start
+        relative to the video (a track that starts 0.5 s after the picture still does); the
+        others without (they follow it sample by sample: input timestamps rounded to a millisecond
+        would otherwise break the encoder's sample-exact continuity and cost frames)."""
+        if self._started or frame.pts is None or frame.time_base is None:
+            frame.pts = None
+        else:
+            rate = self.stream.codec_context.sample_rate
+            frame.pts = round(frame.pts * frame.time_base * rate)
+            frame.time_base = Fraction(1, rate)
+        self._started = True
+        return frame
 
     def _encode(self, frame) -> list:
         """AAC packets for a decoded frame (None: the encoder's last ones); none for a frame that

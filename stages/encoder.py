@@ -49,6 +49,7 @@ from stream.messages import FLAG_CUT_SHORT, Message
 from stream.stage import Stage
 
 PROGRESS_INTERVAL_S = 0.25
+BT601_MATRIX, LIMITED_RANGE, UNSPECIFIED = 6, 1, 2  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG, *_UNSPECIFIED
 LATENCY_WINDOW = 10_000
 COLOUR_POLL_S = 0.001
 
@@ -191,9 +192,25 @@ class Encoder(Stage):
             self.video.codec_context.thread_count = enc.threads
         if message.header.rotation:
             self.video.set_display_rotation(message.header.rotation)
+        self._signal_picture(self.video.codec_context)
         kind = "matroska" if self.job.output_format == "matroska" else "mp4"
         if not self.job.live:
             self.audio = AudioTrack(self.job.input, self.output, kind, enc.audio, enc.audio_bitrate_kbps)
+
+    def _signal_picture(self, context) -> None:
+        """Tags that make players show the picture as the source's: its pixel aspect ratio, its
+        primaries and transfer (kept: the pixels' light is the source's), and for what we wrote,
+        BT.601 limited range (the chroma matrix of :func:`stages.lab.chroma_planes` and
+        :func:`yuv420p_picture`; luma-only pictures read the same under any matrix)."""
+        num, den = self.job.sample_aspect_ratio
+        if num > 0 and den > 0 and num != den:
+            context.sample_aspect_ratio = Fraction(num, den)
+        context.colorspace = BT601_MATRIX
+        context.color_range = LIMITED_RANGE
+        if self.job.color_primaries != UNSPECIFIED:
+            context.color_primaries = self.job.color_primaries
+        if self.job.color_trc != UNSPECIFIED:
+            context.color_trc = self.job.color_trc
 
     def _open_container(self):
         return av.open(self.job.output_tmp, mode="w", format=self.job.output_format)
@@ -236,6 +253,7 @@ class Encoder(Stage):
             if self.audio is not None:
                 if self.job.max_frames or self.cut_short:  # stopped early: the audio ends with the video
                     self.audio.write_until(self._video_end_s())
+                    self.audio.flush()
                 else:
                     self.audio.write_until(None)
                 self.audio.close()

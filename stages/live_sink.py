@@ -41,7 +41,7 @@ class LiveAudio:
     """Audio samples from the audio side link, encoded to AAC on the video's clock.
 
     The same interface as :class:`stages.audio.AudioTrack`: ``stream`` (None when the source has no
-    audio), ``copy`` (always False), :meth:`write_until`, :meth:`warnings` and :meth:`close`. The AAC
+    audio), ``copy`` (always False), :meth:`write_until`, :meth:`flush`, :meth:`warnings` and :meth:`close`. The AAC
     track starts at 0 and stays continuous: a gap in the samples (a reconnect) is filled with silence
     and an overlap trimmed, so audio keeps in step with the video's timestamps.
     """
@@ -53,6 +53,7 @@ class LiveAudio:
         self.pending: deque[tuple[int, np.ndarray]] = deque()
         self.next_sample = 0
         self.ended = False
+        self.flushed = False
         self.packets_written = 0
         self.rate = self.channels = 0
         deadline = time.monotonic() + FORMAT_WAIT_S
@@ -99,6 +100,12 @@ class LiveAudio:
             start, samples = self.pending.popleft()
             self._write(start, samples)
         if seconds is None:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what the AAC encoder still holds (once)."""
+        if self.stream is not None and not self.flushed:
+            self.flushed = True
             self._mux(self.stream.encode(None))
 
     def _write(self, start: int, samples: np.ndarray) -> None:

@@ -196,6 +196,7 @@ class Broker:
         self.backend.setsockopt(zmq.MAXMSGSIZE, max(spec.frame_bytes, 1 << 20) + (4 << 20))
         self.backend.bind(spec.endpoints.leases[spec.stage])
         self.public: str | None = None
+        self.authenticator = None
         if self.pool.listen:
             listen = self.pool.listen
             if listen.startswith("tcp://") and listen.endswith(":0"):
@@ -203,6 +204,7 @@ class Broker:
             problem = bind_address_problem(self.pool.listen)  # checked at load; a file may have appeared since
             if problem:
                 raise RuntimeError(f"workers.listen {self.pool.listen}: {problem}")
+            self._require_curve(context)  # for this address only: the local one above was bound before
             self.backend.bind(listen)
             self.public = self.backend.getsockopt_string(zmq.LAST_ENDPOINT)
         self.downstream = context.socket(zmq.PUSH)
@@ -484,9 +486,27 @@ class Broker:
         return {"forwarded": self.forwarded, "resent": self.resent, "duplicates": self.duplicates, "late": self.late,
                 "worker_frames": frames}
 
+    def _require_curve(self, context: zmq.Context) -> None:
+        """Make the addresses bound from now on CURVE servers that let in only peers holding the
+        worker key (:mod:`stream.keys`; created on first use), checked by ZeroMQ's ZAP handler
+        running on a thread of this process."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from stream.keys import ServerKeys, ensure_keys
+
+        keys = ServerKeys.load(ensure_keys()[0])
+        self.authenticator = ThreadAuthenticator(context)
+        self.authenticator.start()
+        self.authenticator.configure_curve(domain="*", location=str(keys.allowed_dir))
+        self.backend.setsockopt(zmq.CURVE_SERVER, 1)
+        self.backend.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+        self.backend.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+
     def close(self) -> None:
         for sock in (self.frontend, self.backend, self.downstream):
             sock.close()
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
 
 def run_broker(spec: BrokerSpec) -> None:

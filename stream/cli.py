@@ -53,6 +53,7 @@ SUBCOMMANDS = {
     "devices": ("models.providers", "list the inference providers this machine can run"),
     "worker": ("stream.worker", "join a running pipeline as a worker of its inference or preprocessor stage"),
     "tune": ("stream.tune", "measure this machine and write a pipeline YAML suited to it"),
+    "keys": ("stream.keys", "create the CURVE keys workers on other hosts need to join a pipeline"),
     "profile": ("stream.profile", "run the pipeline traced: per-stage timings, a Perfetto trace, advice"),
 }
 
@@ -163,15 +164,34 @@ def run_config(args: argparse.Namespace) -> PipelineConfig:
 
 @dataclass(frozen=True)
 class VideoProbe:
-    """What the run needs to know of the input before it starts: frame rate and one frame's size."""
+    """What the run needs to know of the input before it starts: frame rate, one frame's size, what
+    it signals about its picture (see :class:`stream.stage.Job`) and its other streams."""
 
     frame_rate: tuple[int, int]
     width: int
     height: int
+    sample_aspect_ratio: tuple[int, int] = (0, 1)
+    color_primaries: int = 2
+    color_trc: int = 2
+    other_streams: tuple[str, ...] = ()
+    """The input's streams besides the video colorized, in order, each as 'audio (eng)', 'subtitle', ..."""
 
     @property
     def frame_bytes(self) -> int:
         return rgb_frame_bytes(self.width, self.height)
+
+
+def dropped_streams(probe: VideoProbe, audio_mode: str) -> str:
+    """The warning naming the input's streams the output does not carry ('' when none): every
+    stream but the colorized video and the first audio track (none with ``encoder.audio: none``)."""
+    dropped = list(probe.other_streams)
+    kinds = [name.split(" ")[0] for name in dropped]
+    if audio_mode != "none" and "audio" in kinds:
+        del dropped[kinds.index("audio")]
+    if not dropped:
+        return ""
+    kept = "the video" if audio_mode == "none" else "the video and the first audio track"
+    return f"not carried into the output: {', '.join(dropped)} (it keeps {kept})"
 
 
 def probe_video(path: str, stream_index: int) -> VideoProbe:
@@ -188,9 +208,19 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         stream = videos[stream_index]
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(100_000)
         context = stream.codec_context
-        return VideoProbe((rate.numerator, rate.denominator), context.width, context.height)
+        others = tuple(describe_stream(other) for other in container.streams if other.index != stream.index)
+        sar = stream.sample_aspect_ratio or context.sample_aspect_ratio
+        return VideoProbe((rate.numerator, rate.denominator), context.width, context.height,
+                          (sar.numerator, sar.denominator) if sar else (0, 1),
+                          int(context.color_primaries), int(context.color_trc), others)
     finally:
         container.close()
+
+
+def describe_stream(stream) -> str:
+    """'audio (eng)', 'subtitle (fra)', 'video', 'data': a stream's kind and language, for users."""
+    language = stream.metadata.get("language")
+    return f"{stream.type} ({language})" if language and language != "und" else stream.type
 
 
 def temporary_output(output: Path) -> Path:
@@ -217,7 +247,9 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
     job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
               output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=probe.frame_rate,
               model_input_size=model_input_size, stream_index=request.stream_index,
-              frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir)
+              frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir,
+              sample_aspect_ratio=probe.sample_aspect_ratio, color_primaries=probe.color_primaries,
+              color_trc=probe.color_trc)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:
@@ -233,7 +265,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
             print("interrupted before the first frame was written; nothing kept", file=sys.stderr)
             return interrupted_exit_code()
         raise InputError(f"no decodable video frames in {request.input}")
-    for line in report.warnings:
+    for line in [*report.warnings, *filter(None, [dropped_streams(probe, request.config.encoder.audio)])]:
         print(f"warning: {line}", file=sys.stderr)
     account = account_of(report)
     if account.lost or account.dropped:  # a file run drops nothing: any gap is a lost frame

@@ -56,6 +56,9 @@ class Job:
     ``max_frames``: the decoder stops after this many frames (0 = the whole input).
     ``trace_dir``: when set, every stage process records its per-frame timestamps and saves them
     there at exit (``colorize profile``, see :mod:`stream.tracing`); empty = no tracing at all.
+    ``sample_aspect_ratio`` (0:1 = not signalled), ``color_primaries`` and ``color_trc`` (FFmpeg's
+    AVColorPrimaries / AVColorTransferCharacteristic numbers, 2 = unspecified): what the source
+    signals, written into the output so players show its picture the same shape and colours.
     """
 
     input: str
@@ -72,6 +75,9 @@ class Job:
     frame_bytes: int = 0
     max_frames: int = 0
     trace_dir: str = ""
+    sample_aspect_ratio: tuple[int, int] = (0, 1)
+    color_primaries: int = 2
+    color_trc: int = 2
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import zmq
 
 from stream.config import PLAIN_CHOICES, PipelineConfig, with_choices
 from stream.errors import InputError, PipelineError
+from stream.keys import copy_hint, keys_dir
 from stream.broker import BrokerSpec, run_broker
 from stream.rundir import make_run_dir, place_fork_server_socket
 from stream.stage import Job, StageSpec, run_stage, stage_class
@@ -136,6 +137,7 @@ class Supervisor:
         self.worker_ids: dict[tuple[str, int], str] = {}
         self.local_workers: set[str] = set()
         self.generation = 0
+        self.told_keys = False
         self.endpoints: Endpoints | None = None
         self.report = RunReport()
         self.total: int | None = None
@@ -281,6 +283,9 @@ class Supervisor:
         stage = event["stage"].removeprefix("broker-")
         if event["event"] == "listening":
             self.on_notice(f"{stage} workers can join: colorize worker --stage {stage} --connect {event['advertise']}")
+            if not self.told_keys:
+                self.told_keys = True
+                self.on_notice(copy_hint(keys_dir()))
             return
         local = event["worker"] in self.local_workers
         if event["action"] in ("joined", "rejoined") and not local:

@@ -67,17 +67,21 @@ def make_endpoints(kind: str, run_dir: str, consumers: dict[str, int],
 
     ``consumers`` maps each link name to the number of replicas of the stage that reads it;
     ``leased`` maps each leased stage to the link it reads (that link gets one endpoint: the broker).
+    The control and command links, and the brokers' endpoints for local replicas, are ipc files in
+    ``run_dir`` (private: mode 0700) whatever ``kind`` says: on a loopback port any local process
+    could connect and end the run with a forged ``done`` or ``error``, or join as a worker.
     """
+    def private(name: str) -> str:
+        return f"ipc://{os.path.join(run_dir, name)}.sock"
+
     def endpoint(name: str) -> str:
-        if kind == "ipc":
-            return f"ipc://{os.path.join(run_dir, name)}.sock"
-        return f"tcp://127.0.0.1:{_free_tcp_port()}"
+        return private(name) if kind == "ipc" else f"tcp://127.0.0.1:{_free_tcp_port()}"
 
     leased = leased or {}
     consumers = {**consumers, **{link: 1 for link in leased.values()}}
     links = {link: [endpoint(f"{link}-{i}") for i in range(consumers[link])] for link in LINKS}
-    leases = {stage: endpoint(f"lease-{stage}") for stage in leased}
-    return Endpoints(links=links, control=endpoint("control"), commands=endpoint("commands"), leases=leases)
+    leases = {stage: private(f"lease-{stage}") for stage in leased}  # local replicas only: workers use workers.listen
+    return Endpoints(links=links, control=private("control"), commands=private("commands"), leases=leases)
 
 
 def poll_timeout_ms(seconds: float) -> int:

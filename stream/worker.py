@@ -205,12 +205,15 @@ class LeaseLoop:
         self.socket.send_multipart([kind, json.dumps(payload).encode()])
 
 
-def connect(context: zmq.Context, endpoint: str, identity: str) -> zmq.Socket:
+def connect(context: zmq.Context, endpoint: str, identity: str, keys=None) -> zmq.Socket:
     """A DEALER to the broker under the ZeroMQ identity ``identity`` (unique per process: the broker
-    keys workers by it, so two workers must never share one)."""
+    keys workers by it, so two workers must never share one); ``keys`` (:class:`stream.keys.WorkerKeys`)
+    for a broker's ``workers.listen`` address, which only CURVE clients holding them may join."""
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity.encode())
     sock.setsockopt(zmq.LINGER, 1000)
+    if keys is not None:
+        keys.apply(sock)
     sock.connect(endpoint)
     return sock
 
@@ -279,6 +282,7 @@ def main(argv: list[str]) -> int:
     from models import DEFAULT_INT8_MODEL_PATH, DEFAULT_MODEL_PATH
     from models.runtime import ModelError
     from stream.config import PLAIN_CHOICES, ConfigError, load_config, with_choices
+    from stream.keys import KeysError, WorkerKeys, copy_hint, keys_dir
     from stream.errors import InputError, error_lines
     from stream.stage import Job, StageSpec, stage_class
     from stream.transport import Endpoints
@@ -307,13 +311,19 @@ def main(argv: list[str]) -> int:
         print(error_lines(exc), file=sys.stderr)
         return 2
     credit = args.credit or default_credit(stage_config)
+    keys_folder = keys_dir()
+    try:
+        keys = WorkerKeys.load(keys_folder)
+    except KeysError as exc:
+        print(f"error: {exc} ({copy_hint(keys_folder)})", file=sys.stderr)
+        return 2
 
     reuse_freed_memory()
     leaving = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: leaving.set())
     context = zmq.Context()
-    sock = connect(context, args.connect, f"{name}#{secrets.token_hex(8)}")  # --name twice: two workers
+    sock = connect(context, args.connect, f"{name}#{secrets.token_hex(8)}", keys)  # --name twice: two workers
     stage = None
     try:
         info = {"worker": name, "stage": args.stage, "host": socket.gethostname(), "pid": os.getpid()}
@@ -321,7 +331,8 @@ def main(argv: list[str]) -> int:
         if welcome is None:
             if leaving.is_set():
                 return 0
-            print(f"error: no pipeline answered at {args.connect} within {args.wait:g} s", file=sys.stderr)
+            print(f"error: no pipeline answered at {args.connect} within {args.wait:g} s (not running, or "
+                  f"its keys are not the ones in {keys_folder}: {copy_hint(keys_folder)})", file=sys.stderr)
             return 1
         if welcome["stage"] != args.stage:
             print(f"error: {args.connect} serves the {welcome['stage']} stage, not {args.stage}", file=sys.stderr)

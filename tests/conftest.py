@@ -112,10 +112,13 @@ def cli_env(tmpdir: Path | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 300, tmpdir: Path | None = None) -> CliResult:
-    """Run ``colorize ARGS`` as a real process (python -m stream.cli), capturing its output."""
+def run_cli(*args: str, timeout: float = 300, tmpdir: Path | None = None,
+            env_extra: dict[str, str] | None = None) -> CliResult:
+    """Run ``colorize ARGS`` as a real process (python -m stream.cli), capturing its output;
+    ``env_extra``: environment variables to set for it."""
     done = subprocess.run([sys.executable, "-m", "stream.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=cli_env(tmpdir), stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, cwd=REPO, env={**cli_env(tmpdir), **(env_extra or {})},
+                          stdin=subprocess.DEVNULL)
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -211,3 +214,12 @@ def stop_background_clis():
     yield
     while BackgroundCli.started:
         BackgroundCli.started.pop().kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pipeline_keys(tmp_path_factory) -> Path:
+    """The CURVE keys folder every colorize process of the test session uses (created on first use),
+    instead of the user's own ~/.config/colorize/keys."""
+    folder = tmp_path_factory.mktemp("keys")
+    os.environ["COLORIZE_KEYS"] = str(folder)
+    return folder

@@ -565,3 +565,130 @@ def test_the_int8_twin_colours_validation_photos_like_the_float_model():
     a, b = fp32.predict_ab(inputs).ravel(), int8.predict_ab(inputs).ravel()
     assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.98
     assert np.abs(a - b).mean() < 1.5  # Lab units
+
+
+def flash_and_beep_clip(path: Path, audio_offset_s: float) -> Path:
+    """A 3 s 160×120 clip with one white frame at t = 1 s and a 1 kHz beep starting at t = 1 s, with
+    PCM audio (MOV) that starts ``audio_offset_s`` (a multiple of 1/25 s) after the picture
+    (negative: before it)."""
+    from fractions import Fraction
+
+    video_start, audio_start = max(0.0, -audio_offset_s), max(0.0, audio_offset_s)
+    rate = 48000
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream("pcm_s16le", rate=rate)
+        audio.layout = "mono"
+        for index in range(75):
+            pts = round(video_start * 25) + index
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 255 if pts == 25 else 0, np.uint8))
+            frame.pts, frame.time_base = pts, Fraction(1, 25)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        samples = np.zeros(3 * rate, np.int16)
+        beep = round((1.0 - audio_start) * rate)
+        samples[beep:beep + 2400] = (12000 * np.sin(np.arange(2400) * 2 * np.pi * 1000 / rate)).astype(np.int16)
+        for start in range(0, samples.size, 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="s16", layout="mono")
+            frame.sample_rate, frame.time_base = rate, Fraction(1, rate)
+            frame.pts = round(audio_start * rate) + start
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                out.mux(packet)
+    return path
+
+
+def flash_and_beep_times(path: Path) -> tuple[float, float]:
+    """When a player shows the brightest frame and when the first loud audio sample sounds (seconds)."""
+    with av.open(str(path)) as container:
+        flash = max(((float(f.pts * f.time_base), f.to_ndarray()[:f.height].mean())
+                     for f in container.decode(video=0)), key=lambda item: item[1])[0]
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            samples = frame.to_ndarray().astype(np.float32)
+            if frame.format.name.startswith("s16"):
+                samples /= 32768
+            loud = np.flatnonzero(np.abs(samples).max(axis=0) > 0.1)
+            if loud.size:
+                return flash, float(frame.pts * frame.time_base) + loud[0] / frame.sample_rate
+    raise AssertionError(f"no beep in {path}")
+
+
+@pytest.mark.parametrize("offset_s", [0.5, -0.5])
+@pytest.mark.parametrize("suffix, audio", [(".mp4", "aac"), (".mkv", "copied")])
+def test_audio_starting_after_or_before_the_picture_stays_in_sync_copied_or_transcoded(tmp_path, ab_model,
+                                                                                          offset_s, suffix, audio):
+    source = flash_and_beep_clip(tmp_path / "flash.mov", offset_s)
+    flash, beep = flash_and_beep_times(source)
+    assert abs(beep - flash) < 0.005
+    output = tmp_path / f"out{suffix}"
+    result = run_cli(source, "-o", output, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    assert f"audio {audio}" in result.last_error_line  # PCM goes into MKV as it is, into MP4 as AAC
+    flash, beep = flash_and_beep_times(output)
+    assert abs(beep - flash) <= 0.040, (flash, beep)
+
+
+def anamorphic_clip(path: Path, sar: tuple[int, int]) -> Path:
+    """Ten 720×576 frames with sample aspect ratio ``sar`` (DV/DVD), tagged BT.709 (matrix,
+    primaries, transfer) as an HD master would be."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 720, 576, "yuv420p"
+        context = video.codec_context
+        context.sample_aspect_ratio = Fraction(*sar)
+        context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
+        for index in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((576, 720, 3), 20 * index, np.uint8))
+            frame.pts = index
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("sar, display", [((64, 45), 16 / 9), ((16, 15), 4 / 3)])
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_pixel_aspect_and_colour_description_reach_the_output(tmp_path, ab_model, sar, display, suffix):
+    source = anamorphic_clip(tmp_path / "dv.mp4", sar)
+    output = tmp_path / f"out{suffix}"
+    result = run_cli(source, "-o", output, "--model", ab_model, "-q")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        assert (context.width, context.height) == (720, 576)  # stored as the source stores it
+        shown = 720 * stream.sample_aspect_ratio / 576
+        assert abs(shown / display - 1) < 0.01, (stream.sample_aspect_ratio, shown)
+        assert (context.color_primaries, context.color_trc) == (1, 1)  # the source's light: BT.709
+        assert (context.colorspace, context.color_range) == (6, 1)  # what we wrote: BT.601 matrix, limited range
+
+
+def test_streams_the_output_does_not_carry_are_named_in_one_warning(tmp_path, ab_model):
+    chaplin, other = shared_file("video", "chaplin.mp4"), shared_file("video", "test_video.mp4")
+    source = tmp_path / "tracks.mkv"
+    with av.open(str(chaplin)) as first, av.open(str(other)) as second, av.open(str(source), "w") as out:
+        streams = [(first, first.streams.video[0]), (first, first.streams.audio[0]), (second, second.streams.audio[0])]
+        copies = {}
+        for _, stream in streams:
+            copies[stream] = out.add_stream_from_template(stream)
+        copies[streams[2][1]].metadata["language"] = "fra"
+        for container, stream in streams:
+            for packet in container.demux(stream):
+                if packet.dts is None or packet.pts * packet.time_base > 2:
+                    continue
+                packet.stream = copies[stream]
+                out.mux(packet)
+    output = tmp_path / "out.mkv"
+    result = run_cli(source, "-o", output, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    assert ("warning: not carried into the output: audio (fra) (it keeps the video and the first audio track)"
+            in result.stderr.splitlines())
+    with av.open(str(output)) as container:
+        assert [stream.type for stream in container.streams] == ["video", "audio"]

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from stream.config import PROJECT_ROOT, ConfigError, load_config
+from stream.keys import WorkerKeys, keys_dir
 from tests.conftest import BackgroundCli, run_cli, save_colour_model, shared_file, video_facts
 from tests.test_pipeline import decoded_frames, descends_from, stage_processes
 
@@ -278,6 +279,57 @@ def test_sparse_inference_writes_every_frame_coloured_and_leased_stages_agree(tm
     assert decoded_frames(outputs["direct"]) == decoded_frames(outputs["leased"])
 
 
+def test_only_workers_holding_the_pipelines_keys_can_join(tmp_path, slow_model, pipeline_keys):
+    """workers.listen is a CURVE server: a worker with other keys, or a plain ZeroMQ peer, never gets
+    a welcome (nor the model's hash), and the run goes on with its own replica."""
+    import json
+
+    import zmq
+
+    from stream.keys import ensure_keys
+
+    output = tmp_path / "guarded.mkv"
+    pipeline, endpoint = listening_run(tmp_path, "inference:\n  replicas: 1\n  workers:\n    listen: tcp://127.0.0.1:0\n",
+                                       slow_model, output)
+    hint = pipeline.wait_for(r"workers on other hosts need the pipeline's keys: copy (\S+) and (\S+) into").groups()
+    assert hint == (str(pipeline_keys / "pipeline.key"), str(pipeline_keys / "worker.key_secret"))
+    other_keys, _ = ensure_keys(tmp_path / "other-keys")
+    outsider = run_cli("worker", "--stage", "inference", "--connect", endpoint, "--model", slow_model, "--wait", "3",
+                       env_extra={"COLORIZE_KEYS": str(other_keys)})
+    assert outsider.returncode == 1
+    assert outsider.last_error_line.startswith(f"error: no pipeline answered at {endpoint} within 3 s (not running, "
+                                               f"or its keys are not the ones in {other_keys}")
+    context = zmq.Context()
+    plain = context.socket(zmq.DEALER)
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.connect(endpoint)
+    plain.send_multipart([b"hello", json.dumps({"worker": "plain", "stage": "inference"}).encode()])
+    assert plain.poll(3000) == 0  # no welcome, no model hash: the handshake never completed
+    plain.close()
+    context.term()
+    assert pipeline.finish() == 0
+    assert not [line for line in pipeline.lines if " joined " in line]
+    assert video_facts(output).frames == 96
+
+
+def test_colorize_keys_creates_private_keys_once_and_says_how_to_share_them(tmp_path):
+    import stat
+
+    folder = tmp_path / "keys"
+    first = run_cli("keys", env_extra={"COLORIZE_KEYS": str(folder)})
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0] == f"created keys in {folder}"
+    assert sorted(p.name for p in folder.iterdir()) == ["pipeline.key", "pipeline.key_secret", "worker.key",
+                                                      "worker.key_secret"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "worker.key_secret").stat().st_mode) == 0o600
+    secret = (folder / "worker.key_secret").read_bytes()
+    again = run_cli("keys", env_extra={"COLORIZE_KEYS": str(folder)})
+    assert again.stdout.splitlines()[0] == f"using keys in {folder}"
+    assert (folder / "worker.key_secret").read_bytes() == secret
+    assert "copy" in again.stdout.splitlines()[1]
+
+
 def test_malformed_messages_from_peers_are_dropped_and_the_run_is_untouched(tmp_path, slow_model, undisturbed):
     """Peers speaking the wire protocol badly (bad JSON, a non-numeric credit, a result of the wrong
     shape, a buffer declared far larger than sent, an oversized message, a result for a frame never
@@ -299,6 +351,7 @@ def test_malformed_messages_from_peers_are_dropped_and_the_run_is_untouched(tmp_
         peers.append(sock)  # kept open: a closed socket drops what it has not sent yet
         sock.setsockopt(zmq.IDENTITY, name)
         sock.setsockopt(zmq.LINGER, 0)
+        WorkerKeys.load(keys_dir()).apply(sock)  # holders of the keys: a buggy worker, not an outsider
         sock.connect(endpoint)
         return sock
 
@@ -353,6 +406,7 @@ def test_a_hoarding_worker_loses_its_frames_and_no_peer_can_take_another_workers
     hoarder = context.socket(zmq.DEALER)
     hoarder.setsockopt(zmq.IDENTITY, b"inference-0.1")  # what a local replica's identity used to be
     hoarder.setsockopt(zmq.LINGER, 0)
+    WorkerKeys.load(keys_dir()).apply(hoarder)
     hoarder.connect(endpoint)
     hoarder.send_multipart([b"ready", json.dumps({"credit": 8, "worker": "hoarder", "host": "h", "pid": 1}).encode()])
     pipeline.wait_for(r"inference worker hoarder joined from h")

@@ -57,8 +57,9 @@ def test_frames_cross_a_real_process_in_order_and_bit_exact(tmp_path):
         sent = [frame(i, rng) for i in range(30)]
         received = []
         for message in sent + [end_of_stream(len(sent))]:
-            while results.socket.poll(0):
-                received.append(results.receive())
+            while not out.socket.poll(10, zmq.POLLOUT):  # never block on a send while the echo waits on us
+                while results.socket.poll(0):
+                    received.append(results.receive())
             out.send(message)
         while not received or not received[-1].is_eos:
             assert results.socket.poll(60_000), f"echo process stopped answering (exit code {child.exitcode})"
@@ -100,9 +101,9 @@ def test_a_full_queue_blocks_the_sender_instead_of_growing(tmp_path):
 
 def test_tcp_endpoints_are_loopback_and_distinct(tmp_path):
     endpoints = make_endpoints("tcp", str(tmp_path), {"frames": 2, "tensors": 1, "colour": 1})
-    all_endpoints = [e for link in endpoints.links.values() for e in link] + [endpoints.control, endpoints.commands]
-    assert all(e.startswith("tcp://127.0.0.1:") for e in all_endpoints)
-    assert len(set(all_endpoints)) == len(all_endpoints) == 6
+    frame_links = [e for link in endpoints.links.values() for e in link]
+    assert all(e.startswith("tcp://127.0.0.1:") for e in frame_links)
+    assert len(set(frame_links)) == len(frame_links) == 4
 
 
 def test_poll_waits_shorter_than_a_millisecond_round_up_instead_of_spinning():
@@ -110,3 +111,17 @@ def test_poll_waits_shorter_than_a_millisecond_round_up_instead_of_spinning():
     assert poll_timeout_ms(0.0101) == 11
     assert poll_timeout_ms(0.0) == 0
     assert poll_timeout_ms(-0.5) == 0
+
+
+def test_with_tcp_transport_control_commands_and_local_leases_stay_in_the_private_run_folder(tmp_path):
+    """Only the frame links use loopback ports: any local process could reach a port and end the run
+    with a forged 'done', or join a broker as a worker; the run folder is the user's alone (0700)."""
+    from stream.transport import make_endpoints
+
+    endpoints = make_endpoints("tcp", str(tmp_path), {"frames": 1, "tensors": 2, "colour": 1},
+                               leased={"inference": "tensors"})
+    private = f"ipc://{tmp_path}/"
+    assert endpoints.control.startswith(private) and endpoints.commands.startswith(private)
+    assert endpoints.leases["inference"].startswith(private)
+    assert all(address.startswith("tcp://127.0.0.1:") for addresses in endpoints.links.values()
+               for address in addresses)
