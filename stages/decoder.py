@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from stream.accounting import DecodeAccount, ended_early_warning
+from stages.deinterlace import FIELD_ORDERS, Deinterlacer, describe_field_order, field_order_of
 from stages.temporal import ModelCadence
 from stream.errors import InputError
 from stream.messages import FLAG_CARRY, FLAG_KEYFRAME, FRAME, FrameHeader, Message
@@ -128,6 +129,8 @@ class Decoder(Stage):
         self.expected_end_s = announced_end_s(self.container, self.stream)
         self.draining = False
         self.cadence = ModelCadence(self.config.inference.every_nth_frame, self.config.encoder.temporal)
+        self.interlace_note = ""
+        self._frame_time_base = None
         total = estimated_frame_count(self.stream)
         if self.job.max_frames:
             total = min(total or self.job.max_frames, self.job.max_frames)
@@ -138,14 +141,14 @@ class Decoder(Stage):
 
     def produce(self) -> Iterable[Message]:
         last_pts = None
-        for frame in itertools.islice(self._frames(), self.job.max_frames or None):
+        for frame in itertools.islice(self._deinterlaced(self._frames()), self.job.max_frames or None):
             if self.draining:
                 break
-            pts = frame.pts
+            pts, duration = self._on_stream_clock(frame.pts), self._on_stream_clock(frame.duration)
             if pts is None:
                 pts = 0 if last_pts is None else last_pts + self.frame_ticks
             last_pts = pts
-            self.last_frame_end_s = float((pts + (frame.duration or self.frame_ticks)) * self.stream.time_base)
+            self.last_frame_end_s = float((pts + (duration or self.frame_ticks)) * self.stream.time_base)
             arrays = frame_arrays(frame)
             flags = FLAG_KEYFRAME if frame.key_frame else 0
             if self.cadence.every > 1 and not self.cadence.wants_model(grey_plane(arrays)):
@@ -158,6 +161,36 @@ class Decoder(Stage):
             yield Message(header, arrays)
         if self.decoded == 0 and not self.draining:
             raise InputError(f"no decodable video frames in {self.job.input}")
+
+    def _on_stream_clock(self, ticks: int | None) -> int | None:
+        """``ticks`` of the last frame's time base (a filter may change it: bwdif halves it) in the
+        stream's time base."""
+        time_base = self._frame_time_base
+        if ticks is None or time_base is None or time_base == self.stream.time_base:
+            return ticks
+        return round(ticks * time_base / self.stream.time_base)
+
+    def _deinterlaced(self, frames):
+        """The decoded frames, through bwdif when ``decoder.deinterlace`` says so (see
+        :mod:`stages.deinterlace`); decided at the first frame, said in the run's summary."""
+        mode, order = self.config.decoder.deinterlace, field_order_of(self.stream)
+        deinterlacer = None
+        for frame in frames:
+            if deinterlacer is None and self.decoded == 0 and not self.interlace_note:
+                interlaced = order in FIELD_ORDERS or frame.interlaced_frame
+                if mode == "on" or (mode == "auto" and interlaced):
+                    deinterlacer = Deinterlacer(self.stream, every_frame=mode == "on")
+                    self.interlace_note = f"deinterlaced (bwdif, {describe_field_order(order)})"
+                elif interlaced:
+                    self.interlace_note = f"interlaced, kept ({describe_field_order(order)})"
+                else:
+                    self.interlace_note = "progressive"
+            for ready in (deinterlacer.push(frame) if deinterlacer else [frame]):
+                self._frame_time_base = ready.time_base
+                yield ready
+        for ready in (deinterlacer.flush() if deinterlacer else []):
+            self._frame_time_base = ready.time_base
+            yield ready
 
     def _frames(self):
         """Decoded frames in order; a packet that fails to decode is skipped and counted.
@@ -206,8 +239,9 @@ class Decoder(Stage):
 
     def stats(self) -> dict:
         account = getattr(self, "account", DecodeAccount())
+        notes = [self.interlace_note] if getattr(self, "interlace_note", "").startswith(("deinterlaced", "interlaced")) else []
         return {"decoded": getattr(self, "decoded", 0), "undecodable_packets": account.undecodable,
-                "packets": account.packets, "warnings": self.warnings()}
+                "packets": account.packets, "warnings": self.warnings(), "notes": notes}
 
 
 STAGE = Decoder

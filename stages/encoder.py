@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from stages.audio import AudioTrack
+from stages.deinterlace import x264_interlace_options
 from stages.lab import ColourSettings, chroma_planes, merge_lightness
 from stages.temporal import TemporalSmoother
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
@@ -188,6 +189,8 @@ class Encoder(Stage):
         self.video.time_base = time_base
         self.video.codec_context.time_base = time_base
         self.video.options = {"crf": str(enc.crf), "preset": enc.preset}
+        if self.config.decoder.deinterlace == "off":  # fields kept: code and flag them as the source's
+            self.video.options.update(x264_interlace_options(self.job.field_order))
         if enc.threads:
             self.video.codec_context.thread_count = enc.threads
         if message.header.rotation:

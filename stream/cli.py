@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", metavar="NAME",
                         help="the embedded model's twin: auto (INT8 where the CPU has VNNI or dot products), fp32 "
                              "or int8 (inference.precision, default auto)")
+    parser.add_argument("--deinterlace", metavar="MODE",
+                        help="auto (bwdif where the stream is flagged interlaced), on (every frame) or off (keep "
+                             "the fields, flagged) (decoder.deinterlace, default auto)")
     parser.add_argument("--device-id", metavar="N", help="which GPU/NPU for cuda and npu (inference.device_id, default 0)")
     parser.add_argument("--version", action="version", version=f"colorize {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
@@ -147,6 +150,7 @@ COMMAND_LINE_OVERRIDES = {
     "provider": ("inference.provider", "--provider"),
     "device_id": ("inference.device_id", "--device-id"),
     "precision": ("inference.precision", "--precision"),
+    "deinterlace": ("decoder.deinterlace", "--deinterlace"),
     "saturation": ("colour.saturation", "--saturation"),
 }
 
@@ -173,6 +177,7 @@ class VideoProbe:
     sample_aspect_ratio: tuple[int, int] = (0, 1)
     color_primaries: int = 2
     color_trc: int = 2
+    field_order: int = 0
     other_streams: tuple[str, ...] = ()
     """The input's streams besides the video colorized, in order, each as 'audio (eng)', 'subtitle', ..."""
 
@@ -196,6 +201,7 @@ def dropped_streams(probe: VideoProbe, audio_mode: str) -> str:
 
 def probe_video(path: str, stream_index: int) -> VideoProbe:
     """Open the input once to check it has the video stream asked for."""
+    from stages.deinterlace import field_order_of
     from stages.decoder import open_input
 
     container = open_input(path)
@@ -212,7 +218,7 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         sar = stream.sample_aspect_ratio or context.sample_aspect_ratio
         return VideoProbe((rate.numerator, rate.denominator), context.width, context.height,
                           (sar.numerator, sar.denominator) if sar else (0, 1),
-                          int(context.color_primaries), int(context.color_trc), others)
+                          int(context.color_primaries), int(context.color_trc), field_order_of(stream), others)
     finally:
         container.close()
 
@@ -249,7 +255,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
               model_input_size=model_input_size, stream_index=request.stream_index,
               frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir,
               sample_aspect_ratio=probe.sample_aspect_ratio, color_primaries=probe.color_primaries,
-              color_trc=probe.color_trc)
+              color_trc=probe.color_trc, field_order=probe.field_order)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:
@@ -292,7 +298,9 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
 def run_image(request: Request) -> int:
     model = ColorModel(request.model, SessionSettings(provider=request.config.inference.provider,
                                                      device_id=request.config.inference.device_id))
-    height, width = colorize_image(Path(request.input), request.output, model, request.config.colour)
+    height, width, warnings = colorize_image(Path(request.input), request.output, model, request.config.colour)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if not request.quiet:
         print(f"{width}x{height} image -> {request.output}", file=sys.stderr)
     return 0

@@ -158,9 +158,11 @@ class LeasableStage:
 
 @dataclass
 class DecoderConfig:
-    """Reads the input and sends RGB frames."""
+    """Reads the input and sends its frames (the luma plane of 8-bit 4:2:0 video, else RGB);
+    ``deinterlace``: auto | on | off (see :mod:`stages.deinterlace`)."""
 
     threads: int = field(default=0, metadata=THREADS)
+    deinterlace: Literal["auto", "on", "off"] = "auto"
     cpu_affinity: list[int] = field(default_factory=list, metadata=AFFINITY)
 
 

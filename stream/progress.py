@@ -53,6 +53,7 @@ def summary_line(report: RunReport, output: str, replicas: dict[str, int], setti
     parts = [part for part in parts if part]
     if report.undecodable_packets:
         parts.append(f"{report.undecodable_packets} undecodable packets skipped")
+    parts.extend(report.notes)
     if report.audio:
         parts.append(f"audio {report.audio}")
     if report.restarts:

@@ -58,7 +58,8 @@ class Job:
     there at exit (``colorize profile``, see :mod:`stream.tracing`); empty = no tracing at all.
     ``sample_aspect_ratio`` (0:1 = not signalled), ``color_primaries`` and ``color_trc`` (FFmpeg's
     AVColorPrimaries / AVColorTransferCharacteristic numbers, 2 = unspecified): what the source
-    signals, written into the output so players show its picture the same shape and colours.
+    signals, written into the output so players show its picture the same shape and colours;
+    ``field_order`` (AVFieldOrder, 0 = unknown) for a source kept interlaced (``decoder.deinterlace: off``).
     """
 
     input: str
@@ -78,6 +79,7 @@ class Job:
     sample_aspect_ratio: tuple[int, int] = (0, 1)
     color_primaries: int = 2
     color_trc: int = 2
+    field_order: int = 0
 
 
 @dataclass(frozen=True)

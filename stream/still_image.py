@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from models.runtime import ColorModel
 from stages.lab import ColourSettings, merge_ab, model_input
@@ -34,12 +35,30 @@ def is_still_image(path: Path) -> bool:
         return suffix in IMAGE_SUFFIXES  # unreadable: reported as a bad image, not probed as video
 
 
-def colorize_image(source: Path, destination: Path, model: ColorModel,
-                   colour: ColourSettings = ColourSettings()) -> tuple[int, int]:
-    """Colorize ``source`` into ``destination`` (written to a temporary name, then renamed), the
-    colour put on as ``colour`` says.
+ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
+"""Output formats that hold an alpha channel."""
 
-    Returns the image's (height, width). Raises InputError for an unreadable image.
+
+def read_alpha(source: Path, height: int, width: int) -> np.ndarray | None:
+    """The image's alpha channel as uint8 H×W (16-bit alpha scaled to 8 bits), or None when it has
+    none. Only formats that can hold one are read a second time for it."""
+    if source.suffix.lower() not in ALPHA_SUFFIXES | {".gif"}:
+        return None
+    raw = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.ndim != 3 or raw.shape[2] not in (2, 4) or raw.shape[:2] != (height, width):
+        return None
+    alpha = raw[:, :, -1]
+    return (alpha >> 8).astype(np.uint8) if alpha.dtype == np.uint16 else alpha.astype(np.uint8)
+
+
+def colorize_image(source: Path, destination: Path, model: ColorModel,
+                   colour: ColourSettings = ColourSettings()) -> tuple[int, int, list[str]]:
+    """Colorize ``source`` into ``destination`` (written to a temporary name, then renamed), the
+    colour put on as ``colour`` says. An alpha channel (transparency) is kept unchanged where the
+    output format has one (PNG, WebP, TIFF).
+
+    Returns the image's (height, width) and warnings for the user (transparency the output format
+    cannot hold). Raises InputError for an unreadable image.
     """
     bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -47,6 +66,14 @@ def colorize_image(source: Path, destination: Path, model: ColorModel,
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     ab = model.predict_ab(model_input(rgb, model.input_size)[None])[0]
     result = cv2.cvtColor(merge_ab(rgb, ab, colour), cv2.COLOR_RGB2BGR)
+    warnings = []
+    alpha = read_alpha(source, *rgb.shape[:2])
+    if alpha is not None:
+        if destination.suffix.lower() in ALPHA_SUFFIXES:
+            result = np.dstack([result, alpha])
+        elif (alpha < 255).any():
+            warnings.append(f"{destination.suffix} has no alpha channel: the transparency of {source} is "
+                            f"dropped (use .png, .webp or .tif to keep it)")
     tmp = destination.with_name(f".{destination.stem}.colorize-{os.getpid()}{destination.suffix}")
     try:
         if not cv2.imwrite(str(tmp), result):
@@ -54,4 +81,4 @@ def colorize_image(source: Path, destination: Path, model: ColorModel,
         tmp.replace(destination)
     finally:
         tmp.unlink(missing_ok=True)
-    return rgb.shape[0], rgb.shape[1]
+    return rgb.shape[0], rgb.shape[1], warnings

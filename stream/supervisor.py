@@ -91,6 +91,7 @@ class RunReport:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     audio: str | None = None
+    notes: list[str] = field(default_factory=list)
     restarts: dict[str, int] = field(default_factory=dict)
     resent_frames: int = 0
     joined_frames: dict[str, int] = field(default_factory=dict)
@@ -310,6 +311,7 @@ class Supervisor:
                                               if name not in self.local_workers})
         self.report.frames_dropped += event.get("dropped", 0)
         self.report.warnings.extend(event.get("warnings", []))
+        self.report.notes.extend(event.get("notes", []))
         if stage == "decoder":
             self.report.frames_decoded = event.get("decoded", 0)
             self.report.undecodable_packets = event.get("undecodable_packets", 0)

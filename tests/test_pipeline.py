@@ -692,3 +692,71 @@ def test_streams_the_output_does_not_carry_are_named_in_one_warning(tmp_path, ab
             in result.stderr.splitlines())
     with av.open(str(output)) as container:
         assert [stream.type for stream in container.streams] == ["video", "audio"]
+
+
+def idet_counts(path: Path) -> dict[str, int]:
+    """FFmpeg's idet verdicts over a file's frames: {'TFF': n, 'BFF': n, 'Progressive': n, ...}."""
+    log = subprocess.run(["ffmpeg", "-v", "info", "-nostats", "-i", str(path), "-vf", "idet", "-f", "null", "-"],
+                         capture_output=True, text=True).stderr
+    line = next(line for line in log.splitlines() if "Multi frame detection" in line)
+    return {key: int(value) for key, value in re.findall(r"(\w+):\s*(\d+)", line.split("detection:")[1])}
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg (the command) not installed")
+def test_an_interlaced_capture_is_deinterlaced_by_default_or_kept_flagged_on_request(tmp_path, ab_model):
+    source = tmp_path / "pal_tff.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=720x576:r=50:d=2",
+                    "-vf", "tinterlace=mode=interleave_top,setfield=tff", "-c:v", "libx264", "-flags", "+ildct+ilme",
+                    "-x264-params", "tff=1", "-pix_fmt", "yuv420p", str(source)], check=True)
+    assert idet_counts(source)["TFF"] >= 45  # 50 combed frames, flagged top field first
+    original = video_facts(source)
+
+    deinterlaced = tmp_path / "auto.mp4"
+    result = run_cli(source, "-o", deinterlaced, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    assert result.last_error_line.endswith("; deinterlaced (bwdif, top field first)")
+    facts = video_facts(deinterlaced)
+    assert (facts.frames, facts.pts) == (original.frames, original.pts)
+    verdicts = idet_counts(deinterlaced)
+    assert verdicts["Progressive"] >= 40 and verdicts["TFF"] + verdicts["BFF"] <= 10, verdicts
+    with av.open(str(deinterlaced)) as container:
+        assert container.streams.video[0].codec_context.field_order in (0, 1)  # unknown or progressive
+
+    kept = tmp_path / "off.mp4"
+    result = run_cli(source, "-o", kept, "--model", ab_model, "--deinterlace", "off")
+    assert result.returncode == 0, result.stderr
+    assert result.last_error_line.endswith("; interlaced, kept (top field first)")
+    with av.open(str(kept)) as container:
+        assert container.streams.video[0].codec_context.field_order == 2  # AV_FIELD_TT: players deinterlace
+    assert idet_counts(kept)["TFF"] >= 45
+
+    progressive = run_cli(shared_file("video", "test_video.mp4"), "-o", tmp_path / "p.mp4", "--model", ab_model)
+    assert "interlaced (" not in progressive.last_error_line and "interlaced, kept" not in progressive.last_error_line
+
+
+@pytest.mark.parametrize("channels", [4, 2])
+def test_transparency_of_a_still_is_kept_in_png_and_named_when_jpeg_drops_it(tmp_path, ab_model, channels):
+    photo = cv2.imread(str(sorted(shared_file("val", "cbsd68").glob("*.png"))[4]), cv2.IMREAD_GRAYSCALE)
+    height, width = photo.shape
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[height // 4:3 * height // 4, width // 4:3 * width // 4] = 255  # a visible window, the rest hidden
+    alpha[:, :8] = 128
+    source = tmp_path / "cutout.png"
+    assert cv2.imwrite(str(source), np.dstack([photo, photo, photo, alpha]))
+    if channels == 2:  # grey + alpha, as scanners and editors write it (OpenCV writes no such PNG)
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("ffmpeg (the command) not installed")
+        grey_alpha = tmp_path / "cutout-ya8.png"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-pix_fmt", "ya8", str(grey_alpha)], check=True)
+        source = grey_alpha
+    png = tmp_path / "colour.png"
+    result = run_cli(source, "-o", png, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    written = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (height, width, 4)
+    assert np.array_equal(written[:, :, 3], cv2.imread(str(source), cv2.IMREAD_UNCHANGED)[:, :, -1])
+    jpeg = tmp_path / "colour.jpg"
+    result = run_cli(source, "-o", jpeg, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: .jpg has no alpha channel: the transparency of {source} is dropped "
+            "(use .png, .webp or .tif to keep it)") in result.stderr.splitlines()
