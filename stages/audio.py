@@ -18,6 +18,9 @@ import av
 
 from stream.accounting import clock
 
+PART_TOLERANCE_S = 0.001
+"""With --start, audio packets starting this much before the cut still count as after it."""
+
 COPYABLE = {
     "mp4": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"},
     "matroska": {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac", "vorbis", "pcm_s16le",
@@ -29,11 +32,15 @@ class AudioTrack:
     """Copies or transcodes the first audio stream of ``input_path`` into ``output``.
 
     ``mode``: 'auto' (copy if the container takes the codec, else AAC), 'copy', 'aac' or 'none'.
-    Inactive (``stream is None``) when the input has no audio or ``mode`` is 'none'.
+    Inactive (``stream is None``) when the input has no audio or ``mode`` is 'none'. ``start_s``:
+    where the output begins on the input's clock (``--start``): audio before it is left out and
+    the rest moved to start there, to within one audio packet (about 20 ms).
     """
 
-    def __init__(self, input_path: str, output, container_kind: str, mode: str, bitrate_kbps: int):
+    def __init__(self, input_path: str, output, container_kind: str, mode: str, bitrate_kbps: int,
+                 start_s: float = 0.0):
         self.stream = None
+        self.start_s = start_s
         self.packets_written = 0
         self.packets_skipped = 0
         self.stopped_at_s: float | None = None
@@ -60,6 +67,8 @@ class AudioTrack:
             self.stream.codec_context.layout = ctx.layout.name if ctx.layout and ctx.layout.nb_channels else "stereo"
             self.stream.bit_rate = bitrate_kbps * 1000
         self.codec_name = codec
+        if start_s:
+            self.source.seek(round(start_s / self.input_stream.time_base), stream=self.input_stream, backward=True)
         self._packets = self.source.demux(self.input_stream)
         self._held = None
 
@@ -77,7 +86,10 @@ class AudioTrack:
                 continue
             start = packet.pts if packet.pts is not None else packet.dts
             self._position_s = float(start * packet.time_base)
-            if seconds is not None and start * packet.time_base > Fraction(seconds).limit_denominator(1_000_000):
+            if self.start_s and self._position_s < self.start_s - PART_TOLERANCE_S:
+                continue  # before --start (the seek lands on the packet before it)
+            if seconds is not None and start * packet.time_base - Fraction(self.start_s).limit_denominator(1_000_000) \
+                    > Fraction(seconds).limit_denominator(1_000_000):
                 self._held = packet
                 return
             if self.copy:
@@ -88,6 +100,10 @@ class AudioTrack:
                     self.packets_skipped += 1
                     continue
                 self._last_dts = packet.dts if packet.dts is not None else self._last_dts
+                if self.start_s:  # --start is the output's time 0
+                    shift = round(self.start_s / packet.time_base)
+                    packet.pts = None if packet.pts is None else max(0, packet.pts - shift)
+                    packet.dts = None if packet.dts is None else max(0, packet.dts - shift)
                 packet.stream = self.stream
                 self.output.mux(packet)
                 self.packets_written += 1
@@ -126,7 +142,8 @@ class AudioTrack:
             frame.pts = None
         else:
             rate = self.stream.codec_context.sample_rate
-            frame.pts = round(frame.pts * frame.time_base * rate)
+            frame.pts = max(0, round((frame.pts * frame.time_base - Fraction(self.start_s).limit_denominator(1_000_000))
+                                     * rate))
             frame.time_base = Fraction(1, rate)
         self._started = True
         return frame

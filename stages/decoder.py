@@ -13,6 +13,7 @@ a warning; an input with no decodable frame at all is an input error (exit code 
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Iterable
 
@@ -131,7 +132,17 @@ class Decoder(Stage):
         self.cadence = ModelCadence(self.config.inference.every_nth_frame, self.config.encoder.temporal)
         self.interlace_note = ""
         self._frame_time_base = None
+        self.start_ticks = round(self.job.start_s / self.stream.time_base) if self.job.start_s else 0
+        self.end_ticks = self.start_ticks + round(self.job.duration_s / self.stream.time_base) if self.job.duration_s else None
+        if self.start_ticks:
+            self.container.seek(self.start_ticks, stream=self.stream, backward=True)  # the keyframe before
         total = estimated_frame_count(self.stream)
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        if total and rate and (self.job.start_s or self.job.duration_s):
+            first = self.job.start_s - float((self.stream.start_time or 0) * self.stream.time_base) if self.job.start_s else 0.0
+            total = max(0, total - round(first * float(rate)))
+            if self.job.duration_s:
+                total = min(total, math.ceil(self.job.duration_s * float(rate)))
         if self.job.max_frames:
             total = min(total or self.job.max_frames, self.job.max_frames)
         self.control.emit("total", frames=total)
@@ -146,9 +157,14 @@ class Decoder(Stage):
                 break
             pts, duration = self._on_stream_clock(frame.pts), self._on_stream_clock(frame.duration)
             if pts is None:
-                pts = 0 if last_pts is None else last_pts + self.frame_ticks
+                pts = self.start_ticks if last_pts is None else last_pts + self.frame_ticks
+            if pts < self.start_ticks - self.frame_ticks // 2:
+                continue  # decoded from the keyframe before --start: not part of the output
+            if self.end_ticks is not None and pts >= self.end_ticks - self.frame_ticks // 2:
+                break
             last_pts = pts
-            self.last_frame_end_s = float((pts + (duration or self.frame_ticks)) * self.stream.time_base)
+            pts -= self.start_ticks  # --start is the output's time 0
+            self.last_frame_end_s = float((last_pts + (duration or self.frame_ticks)) * self.stream.time_base)
             arrays = frame_arrays(frame)
             flags = FLAG_KEYFRAME if frame.key_frame else 0
             if self.cadence.every > 1 and not self.cadence.wants_model(grey_plane(arrays)):
@@ -159,6 +175,8 @@ class Decoder(Stage):
             self.account.frames = self.decoded
             self.account.concealed += bool(frame.is_corrupt)
             yield Message(header, arrays)
+        if self.decoded == 0 and not self.draining and self.job.start_s:
+            raise InputError(f"nothing to colorize from --start on: the video of {self.job.input} ends before it")
         if self.decoded == 0 and not self.draining:
             raise InputError(f"no decodable video frames in {self.job.input}")
 
@@ -227,7 +245,7 @@ class Decoder(Stage):
         if account is None:
             return []
         found = account.warnings(self.job.input)
-        if account.read_to_end:
+        if account.read_to_end and not self.job.duration_s:
             frame_s = float(self.frame_ticks * self.stream.time_base)
             found.append(ended_early_warning(self.job.input, self.last_frame_end_s, self.expected_end_s, frame_s))
         return [line for line in found if line]

@@ -198,7 +198,8 @@ class Encoder(Stage):
         self._signal_picture(self.video.codec_context)
         kind = "matroska" if self.job.output_format == "matroska" else "mp4"
         if not self.job.live:
-            self.audio = AudioTrack(self.job.input, self.output, kind, enc.audio, enc.audio_bitrate_kbps)
+            self.audio = AudioTrack(self.job.input, self.output, kind, enc.audio, enc.audio_bitrate_kbps,
+                                    start_s=self.job.start_s)
 
     def _signal_picture(self, context) -> None:
         """Tags that make players show the picture as the source's: its pixel aspect ratio, its
@@ -254,7 +255,7 @@ class Encoder(Stage):
             for packet in self.video.encode(None):
                 self.output.mux(packet)
             if self.audio is not None:
-                if self.job.max_frames or self.cut_short:  # stopped early: the audio ends with the video
+                if self.job.max_frames or self.job.duration_s or self.cut_short:  # a part: the audio ends with the video
                     self.audio.write_until(self._video_end_s())
                     self.audio.flush()
                 else:

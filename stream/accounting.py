@@ -13,6 +13,7 @@ the CLI reports as a failure (exit code 1) rather than a success.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -21,6 +22,26 @@ def clock(seconds: float) -> str:
     minutes, secs = divmod(max(0.0, seconds), 60)
     hours, minutes = divmod(int(minutes), 60)
     return f"{hours}:{minutes:02d}:{secs:05.2f}"
+
+
+def parse_clock(text: str, option: str) -> float:
+    """A time as users write it for FFmpeg: seconds ('90', '2.5') or [HH:]MM:SS[.frac] ('1:30',
+    '00:01:30.5') → seconds (≥ 0). Raises InputError naming ``option`` otherwise."""
+    from stream.errors import InputError
+
+    parts = text.strip().split(":")
+    try:
+        if len(parts) > 3 or any(part == "" for part in parts):
+            raise ValueError
+        values = [float(part) for part in parts]
+        if any(not math.isfinite(v) or v < 0 for v in values) or any(v >= 60 for v in values[1:]):
+            raise ValueError
+    except ValueError:
+        raise InputError(f"{option}: expected seconds or [HH:]MM:SS[.ms], found {text!r}") from None
+    seconds = 0.0
+    for value in values:
+        seconds = seconds * 60 + value
+    return seconds
 
 
 @dataclass

@@ -26,11 +26,11 @@ import zmq
 
 from models.runtime import ColorModel, ModelError, SessionSettings, model_to_run
 from stream import __version__
-from stream.accounting import account_of
+from stream.accounting import account_of, parse_clock
 from stream.config import ConfigError, PipelineConfig, load_config, with_override
 from stream.errors import InputError, PipelineError, error_lines
 from stream.output_path import OutputLock, check_output_location, existing_output, remove_stale_temporaries
-from stream.live import add_live_arguments, is_live_run, refuse_live_options, run_live, validate_live
+from stream.live import add_live_arguments, is_live_run, parse_duration, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="pipeline YAML (default: built-in defaults, see configs/default.yaml)")
     parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
+    parser.add_argument("--start", metavar="TIME",
+                        help="colorize from this time of the file (seconds or [HH:]MM:SS[.ms]; frame-accurate; "
+                             "the output starts at 0, its audio cut to match)")
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("-n", "--no-overwrite", action="store_true",
                         help="if the output file exists, keep it and do nothing (exit 0)")
@@ -113,6 +116,9 @@ class Request:
     is_image: bool
     stream_index: int
     quiet: bool
+    start_s: float = 0.0
+    duration_s: float = 0.0
+    """The part of a video file to colorize (``--start``, ``--duration``); 0 = from the start, to the end."""
 
 
 def validate(args: argparse.Namespace) -> Request:
@@ -138,9 +144,13 @@ def validate(args: argparse.Namespace) -> Request:
     existing_output(output, getattr(args, "overwrite", False), getattr(args, "no_overwrite", False))  # refuse early
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
+    start = parse_clock(args.start, "--start") if getattr(args, "start", None) is not None else 0.0
+    duration = parse_duration(getattr(args, "duration", None))
+    if is_image and (start or duration):
+        raise InputError("--start and --duration are for videos, not still images")
     config = run_config(args)
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
-    return Request(args.input, output, model, config, is_image, args.stream, args.quiet)
+    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, start, duration)
 
 
 COMMAND_LINE_OVERRIDES = {
@@ -178,6 +188,8 @@ class VideoProbe:
     color_primaries: int = 2
     color_trc: int = 2
     field_order: int = 0
+    start_time_s: float = 0.0
+    """When the video's first frame is due (seconds on the input's clock; --start counts from here)."""
     other_streams: tuple[str, ...] = ()
     """The input's streams besides the video colorized, in order, each as 'audio (eng)', 'subtitle', ..."""
 
@@ -218,7 +230,8 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         sar = stream.sample_aspect_ratio or context.sample_aspect_ratio
         return VideoProbe((rate.numerator, rate.denominator), context.width, context.height,
                           (sar.numerator, sar.denominator) if sar else (0, 1),
-                          int(context.color_primaries), int(context.color_trc), field_order_of(stream), others)
+                          int(context.color_primaries), int(context.color_trc), field_order_of(stream),
+                          float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0, others)
     finally:
         container.close()
 
@@ -255,7 +268,8 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
               model_input_size=model_input_size, stream_index=request.stream_index,
               frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir,
               sample_aspect_ratio=probe.sample_aspect_ratio, color_primaries=probe.color_primaries,
-              color_trc=probe.color_trc, field_order=probe.field_order)
+              color_trc=probe.color_trc, field_order=probe.field_order, duration_s=request.duration_s,
+              start_s=probe.start_time_s + request.start_s if request.start_s else 0.0)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:

@@ -28,6 +28,7 @@ from models.runtime import ColorModel, SessionSettings, model_to_run
 from stages.live_links import new_channel, side_endpoint
 from stages.live_source import is_network_url, redact_url
 from stages.outputs import publish_format, segment_glob, segment_pattern
+from stream.accounting import parse_clock
 from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.output_path import check_output_location, existing_output
@@ -40,11 +41,22 @@ EXIT_SOURCE_LOST = 1
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=float, metavar="SECONDS",
-                        help="live runs: stop after this many seconds of output")
+    parser.add_argument("--duration", metavar="TIME",
+                        help="colorize this much (seconds or [HH:]MM:SS[.ms]): of a file from --start, of a live "
+                             "source from now")
     parser.add_argument("--preview", metavar="[HOST:]PORT",
                         help="live runs: serve a web page with the colorized stream (MJPEG) and live figures "
                              "(host 127.0.0.1 unless given; port 0 = any free port)")
+
+
+def parse_duration(text: str | None) -> float:
+    """``--duration`` in seconds (0.0 when not given); InputError unless it is more than 0."""
+    if text is None:
+        return 0.0
+    seconds = parse_clock(text, "--duration")
+    if not seconds > 0:
+        raise InputError(f"--duration must be more than 0 seconds, got {text}")
+    return seconds
 
 
 def is_live_run(args: argparse.Namespace) -> bool:
@@ -52,11 +64,10 @@ def is_live_run(args: argparse.Namespace) -> bool:
 
 
 def refuse_live_options(args: argparse.Namespace) -> None:
-    """--duration and --preview belong to live runs: say so for any other run."""
-    for option, value in (("--duration", args.duration), ("--preview", args.preview)):
-        if value is not None:
-            raise InputError(f"{option} is for live runs (a network input such as rtsp://... "
-                             f"or a stream output such as -o rtsp://...)")
+    """--preview belongs to live runs: say so for any other run."""
+    if args.preview is not None:
+        raise InputError("--preview is for live runs (a network input such as rtsp://... "
+                         "or a stream output such as -o rtsp://...)")
 
 
 @dataclass(frozen=True)
@@ -100,8 +111,9 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         output_format = VIDEO_FORMATS[output.suffix.lower()]
     if args.stream < 0:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
-    if args.duration is not None and not args.duration > 0:
-        raise InputError(f"--duration must be more than 0 seconds, got {args.duration:g}")
+    if getattr(args, "start", None) is not None:
+        raise InputError("--start is for files: a live source is colorized from now")
+    duration = parse_duration(args.duration)
     preview = None
     if args.preview is not None:
         try:
@@ -111,7 +123,7 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
     config = run_config(args)
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     return LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
-                       args.duration or 0.0, preview)
+                       duration, preview)
 
 
 @dataclass

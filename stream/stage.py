@@ -50,8 +50,9 @@ class Job:
     ``output_format`` is the FFmpeg muxer name ('mp4', 'mov', 'matroska'); ``frame_rate`` the
     source's average rate (numerator, denominator), for the encoder's rate control.
     ``live`` runs (see :mod:`stages.live_source`, :mod:`stages.live_sink`) also use ``live_channel``
-    (the name their side links derive from), ``duration_s`` (end after this much output, 0 = no
-    limit) and ``preview`` (send JPEG previews to the ``--preview`` server).
+    (the name their side links derive from) and ``preview`` (send JPEG previews to the
+    ``--preview`` server). ``duration_s``: end after this much output (0 = no limit); for files,
+    from ``start_s`` seconds of the input, which becomes the output's time 0.
     ``frame_bytes``: size of one RGB frame as probed (0 = unknown), for the links' memory budget.
     ``max_frames``: the decoder stops after this many frames (0 = the whole input).
     ``trace_dir``: when set, every stage process records its per-frame timestamps and saves them
@@ -80,6 +81,7 @@ class Job:
     color_primaries: int = 2
     color_trc: int = 2
     field_order: int = 0
+    start_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -317,8 +317,6 @@ def test_a_source_that_cannot_be_reached_is_one_clear_line_exit_2(tmp_path, ab_m
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--duration", "5"), "error: --duration is for live runs (a network input such as rtsp://... "
-                          "or a stream output such as -o rtsp://...)"),
     (("--preview", "8080"), "error: --preview is for live runs (a network input such as rtsp://... "
                             "or a stream output such as -o rtsp://...)"),
 ])
@@ -331,6 +329,8 @@ def test_live_options_on_a_file_run_are_refused(tmp_path, ab_model, args, messag
 @pytest.mark.parametrize("args, message", [
     (("--preview", "localhost:http"), "error: --preview: expected HOST:PORT or PORT (port 0..65535), got 'localhost:http'"),
     (("--duration", "0"), "error: --duration must be more than 0 seconds, got 0"),
+    (("--duration", "soon"), "error: --duration: expected seconds or [HH:]MM:SS[.ms], found 'soon'"),
+    (("--start", "10"), "error: --start is for files: a live source is colorized from now"),
 ])
 def test_bad_live_options_are_one_clear_line(tmp_path, ab_model, args, message):
     result = run_cli("rtsp://127.0.0.1:9/x", "-o", tmp_path / "out.mp4", "--model", ab_model, *args, timeout=60)

@@ -760,3 +760,38 @@ def test_transparency_of_a_still_is_kept_in_png_and_named_when_jpeg_drops_it(tmp
     assert result.returncode == 0, result.stderr
     assert (f"warning: .jpg has no alpha channel: the transparency of {source} is dropped "
             "(use .png, .webp or .tif to keep it)") in result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("start, duration", [("2", "3"), ("0:00:02.000", "0:03")])
+def test_start_and_duration_colorize_exactly_that_part_with_its_sound(tmp_path, ab_model, start, duration):
+    source = shared_file("video", "chaplin.mp4")  # 25 fps, a frame every 40 ms from 0
+    output = tmp_path / "part.mp4"
+    result = run_cli(source, "-o", output, "--model", ab_model, "--start", start, "--duration", duration,
+                     "--crf", "0")
+    assert result.returncode == 0, result.stderr
+    assert "frames: 75 decoded = 75 written" in result.last_error_line
+    with av.open(str(source)) as original, av.open(str(output)) as part:
+        wanted = [f.to_ndarray()[:360] for i, f in enumerate(original.decode(video=0)) if 50 <= i < 125]
+        got = list(part.decode(video=0))
+        audio = part.streams.audio[0]
+        audio_start = float(audio.start_time * audio.time_base)
+        audio_length = float(audio.duration * audio.time_base)
+    assert len(got) == 75
+    assert float(got[0].pts * got[0].time_base) == 0.0  # the part starts the output's clock
+    for frame, luma in zip(got, wanted):  # frame-accurate: the very frames of 2.00 s to 4.96 s
+        assert np.array_equal(frame.to_ndarray()[:360], luma)
+    assert abs(audio_start) < 0.03 and abs(audio_length - 3.0) < 0.05, (audio_start, audio_length)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--start", "soon"), "error: --start: expected seconds or [HH:]MM:SS[.ms], found 'soon'"),
+    (("--start", "1:75"), "error: --start: expected seconds or [HH:]MM:SS[.ms], found '1:75'"),
+    (("--duration", "-2"), "error: --duration: expected seconds or [HH:]MM:SS[.ms], found '-2'"),
+    (("--start", "1:00:00"), "error: nothing to colorize from --start on: the video of {source} ends before it"),
+])
+def test_a_bad_part_is_one_clear_line_and_nothing_written(tmp_path, ab_model, args, message):
+    source = shared_file("video", "chaplin.mp4")
+    output = tmp_path / "part.mp4"
+    result = run_cli(source, "-o", output, "--model", ab_model, *args)
+    assert (result.returncode, result.stderr.strip()) == (2, message.format(source=source))
+    assert list(tmp_path.iterdir()) == []
