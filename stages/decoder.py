@@ -23,6 +23,8 @@ import numpy as np
 
 from stream.accounting import DecodeAccount, ended_early_warning
 from stages.deinterlace import FIELD_ORDERS, Deinterlacer, describe_field_order, field_order_of
+from stages.hdr import describe as describe_hdr
+from stages.hdr import is_hdr, sdr_rgb
 from stages.temporal import ModelCadence
 from stream.errors import InputError
 from stream.messages import FLAG_CARRY, FLAG_KEYFRAME, FRAME, FrameHeader, Message
@@ -84,7 +86,9 @@ JPEG_RANGE = 2  # AVColorRange AVCOL_RANGE_JPEG: full-range luma 0..255
 
 def frame_arrays(frame: av.VideoFrame) -> dict[str, np.ndarray]:
     """What a decoded frame travels as: ``{"luma": uint8 H×W}`` (:func:`takes_luma_path`) or
-    ``{"frame": uint8 H×W×3 RGB}``."""
+    ``{"frame": uint8 H×W×3 RGB}`` (HDR frames tone-mapped to SDR first: :mod:`stages.hdr`)."""
+    if is_hdr(frame):
+        return {"frame": sdr_rgb(frame)}
     if takes_luma_path(frame):
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8, count=frame.height * plane.line_size).reshape(frame.height, plane.line_size)
@@ -131,6 +135,7 @@ class Decoder(Stage):
         self.draining = False
         self.cadence = ModelCadence(self.config.inference.every_nth_frame, self.config.encoder.temporal)
         self.interlace_note = ""
+        self.hdr_note = ""
         self._frame_time_base = None
         self.start_ticks = round(self.job.start_s / self.stream.time_base) if self.job.start_s else 0
         self.end_ticks = self.start_ticks + round(self.job.duration_s / self.stream.time_base) if self.job.duration_s else None
@@ -165,6 +170,9 @@ class Decoder(Stage):
             last_pts = pts
             pts -= self.start_ticks  # --start is the output's time 0
             self.last_frame_end_s = float((last_pts + (duration or self.frame_ticks)) * self.stream.time_base)
+            if not self.hdr_note and is_hdr(frame):
+                self.hdr_note = (f"{self.job.input} is {describe_hdr(frame)}: tone-mapped to SDR BT.709 "
+                                 "(reference white 203 cd/m², peak 1000 assumed) for colorization and output")
             arrays = frame_arrays(frame)
             flags = FLAG_KEYFRAME if frame.key_frame else 0
             if self.cadence.every > 1 and not self.cadence.wants_model(grey_plane(arrays)):
@@ -244,7 +252,7 @@ class Decoder(Stage):
         account = getattr(self, "account", None)
         if account is None:
             return []
-        found = account.warnings(self.job.input)
+        found = account.warnings(self.job.input) + [getattr(self, "hdr_note", "")]
         if account.read_to_end and not self.job.duration_s:
             frame_s = float(self.frame_ticks * self.stream.time_base)
             found.append(ended_early_warning(self.job.input, self.last_frame_end_s, self.expected_end_s, frame_s))

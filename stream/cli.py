@@ -213,8 +213,9 @@ def dropped_streams(probe: VideoProbe, audio_mode: str) -> str:
 
 def probe_video(path: str, stream_index: int) -> VideoProbe:
     """Open the input once to check it has the video stream asked for."""
-    from stages.deinterlace import field_order_of
     from stages.decoder import open_input
+    from stages.deinterlace import field_order_of
+    from stages.hdr import BT709, HLG_TRC, PQ_TRC
 
     container = open_input(path)
     try:
@@ -228,9 +229,12 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         context = stream.codec_context
         others = tuple(describe_stream(other) for other in container.streams if other.index != stream.index)
         sar = stream.sample_aspect_ratio or context.sample_aspect_ratio
+        primaries, trc = int(context.color_primaries), int(context.color_trc)
+        if trc in (PQ_TRC, HLG_TRC):  # tone-mapped to SDR BT.709 (stages/hdr.py): tag what is written
+            primaries = trc = BT709
         return VideoProbe((rate.numerator, rate.denominator), context.width, context.height,
                           (sar.numerator, sar.denominator) if sar else (0, 1),
-                          int(context.color_primaries), int(context.color_trc), field_order_of(stream),
+                          primaries, trc, field_order_of(stream),
                           float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0, others)
     finally:
         container.close()

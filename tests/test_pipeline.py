@@ -795,3 +795,40 @@ def test_a_bad_part_is_one_clear_line_and_nothing_written(tmp_path, ab_model, ar
     result = run_cli(source, "-o", output, "--model", ab_model, *args)
     assert (result.returncode, result.stderr.strip()) == (2, message.format(source=source))
     assert list(tmp_path.iterdir()) == []
+
+
+def ffmpeg_has(*names: str) -> bool:
+    if shutil.which("ffmpeg") is None:
+        return False
+    listing = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True).stdout
+    listing += subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+    return all(re.search(rf"\b{name}\b", listing) for name in names)
+
+
+@pytest.mark.skipif(not ffmpeg_has("zscale", "tonemap", "libx265"), reason="ffmpeg with zscale, tonemap and libx265 needed")
+@pytest.mark.parametrize("transfer, name", [("smpte2084", "HDR10 (PQ)"), ("arib-std-b67", "HLG")])
+def test_hdr_is_tone_mapped_to_sdr_and_said_so(tmp_path, ab_model, transfer, name):
+    source, rendering = tmp_path / "hdr.mp4", tmp_path / "sdr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=640x360:r=25:d=1", "-vf",
+                    f"zscale=tin=bt709:t={transfer}:pin=bt709:p=bt2020:min=bt709:m=bt2020nc:rin=tv:r=tv:npl=203,"
+                    "format=yuv420p10le", "-c:v", "libx265", "-x265-params",
+                    f"log-level=error:colorprim=bt2020:transfer={transfer}:colormatrix=bt2020nc", str(source)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-vf",  # FFmpeg's own SDR rendering, to compare with
+                    "zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=reinhard:desat=0,"
+                    "zscale=t=bt709:m=bt709:r=tv,format=yuv420p", "-c:v", "libx264", "-crf", "0", str(rendering)],
+                   check=True)
+    output = tmp_path / "out.mp4"
+    result = run_cli(source, "-o", output, "--model", ab_model, "--saturation", "0")
+    assert result.returncode == 0, result.stderr
+    assert (f"warning: {source} is {name}: tone-mapped to SDR BT.709 (reference white 203 cd/m², peak 1000 "
+            "assumed) for colorization and output") in result.stderr.splitlines()
+
+    def luma_p99(path: Path) -> float:
+        with av.open(str(path)) as container:
+            return float(np.mean([np.percentile(f.to_ndarray()[:360], 99) for f in container.decode(video=0)]))
+
+    with av.open(str(output)) as container:
+        context = container.streams.video[0].codec_context
+        assert (context.color_primaries, context.color_trc) == (1, 1)  # tagged as what it now is: BT.709 SDR
+    ours, reference, naive = luma_p99(output), luma_p99(rendering), luma_p99(source) / 4
+    assert abs(ours / reference - 1) < 0.15, (ours, reference, naive)
