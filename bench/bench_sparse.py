@@ -35,8 +35,7 @@ from bench_throughput import VIDEO_DIR, no_audio, run_pipeline, trimmed  # noqa:
 from models import DEFAULT_MODEL_PATH  # noqa: E402
 from models.evaluate_video import evaluate_frames, read_video  # noqa: E402
 from models.runtime import ColorModel  # noqa: E402
-from stages.temporal import TemporalConfig  # noqa: E402
-from stream.config import PipelineConfig  # noqa: E402
+from stream.config import PipelineConfig, TemporalConfig  # noqa: E402
 
 COLOUR_CLIPS = ("test_video.mp4", "video_with_failing_audio.mp4", "car-detection.mp4", "bottle-detection.mp4",
                 "one-by-one-person-detection.mp4", "big_buck_bunny_0_30.webm")

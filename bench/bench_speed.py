@@ -13,8 +13,9 @@ a disturbance on the shared machine spreads over all rows instead of hitting one
 * sequential loop (FP32): decode → RGB → Lab → model → merge → RGB → yuv420p → x264 in one
   process, every library on its own default threads: how the sample apps run
   (``bench_throughput.run_sequential``);
-* ``colorize`` with no ``--config``: the defaults, ``auto`` values fitted to this machine and input
-  (:func:`stream.tune.fit_to_machine`, as the command does);
+* ``colorize`` with no ``--config`` and no ``--model``: the defaults, ``auto`` values fitted to this
+  machine and input (:func:`stream.tune.fit_to_machine`) and the embedded model's twin that
+  ``inference.precision: auto`` picks here (INT8 on CPUs with VNNI), as the command does;
 * ``colorize --config configs/throughput.yaml``: the hand-tuned file;
 * the same with the embedded model's INT8 twin (``colorize quantize``'s defaults; ``--skip-int8``);
 * FFmpeg alone: decode → libx264 veryfast, no colour (PyAV, the same libraries and threads): the floor
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_throughput import VIDEO_DIR, no_audio, run_pipeline, run_sequential, trimmed  # noqa: E402
-from models import DEFAULT_MODEL_PATH  # noqa: E402
+from models import DEFAULT_MODEL_PATH, embedded_model  # noqa: E402
 from stream.config import PROJECT_ROOT, PipelineConfig, load_config  # noqa: E402
 
 THROUGHPUT_CONFIG = PROJECT_ROOT / "configs" / "throughput.yaml"
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--frames-360p", type=int, default=800)
     parser.add_argument("--frames-1080p", type=int, default=240)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH,
+                        help="the float model of every row but the defaults' (default: the embedded model)")
     parser.add_argument("--skip-int8", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cores = len(os.sched_getaffinity(0))
     defaults = no_audio(PipelineConfig())
+    default_model = embedded_model(defaults.inference.provider, defaults.inference.precision)
     tuned = no_audio(load_config(THROUGHPUT_CONFIG))
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as scratch:
         work = Path(scratch)
@@ -129,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, object] = {
             "sequential loop (FP32, sample-app style)":
                 lambda clip, out: run_sequential(clip, args.model, out, defaults).fps,
-            "colorize, defaults (auto)": lambda clip, out: run_pipeline(clip, args.model, out, defaults).fps,
+            f"colorize, defaults ({default_model.name}, auto)":
+                lambda clip, out: run_pipeline(clip, default_model, out, defaults).fps,
             "colorize --config configs/throughput.yaml":
                 lambda clip, out: run_pipeline(clip, args.model, out, tuned).fps,
         }
         if int8 is not None:
-            rows["same, INT8 twin of the model"] = lambda clip, out: run_pipeline(clip, int8, out, tuned).fps
+            rows["same, INT8 twin (colorize quantize)"] = lambda clip, out: run_pipeline(clip, int8, out, tuned).fps
         rows["FFmpeg alone: decode → x264 veryfast (floor)"] = lambda clip, out: ffmpeg_alone(clip, out)
         figures = {(row, size): [] for row in rows for size in clips}
         for run in range(args.repeat):
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             print("| frame size | RSS MiB | PSS MiB | processes |")
             print("|---|---|---|---|")
             for size, clip in clips.items():
-                result = run_pipeline(clip, args.model, work / "mem.mp4", defaults)
+                result = run_pipeline(clip, default_model, work / "mem.mp4", defaults)
                 print(f"| {size} | {result.peak_rss_mib:.0f} | {result.peak_pss_mib:.0f} | {result.processes} |")
     return 0
 

@@ -35,7 +35,8 @@ from models.evaluate_video import (SideBySideWriter, VideoQualityReport, desatur
                                    evaluate_frames, read_video)
 from models.runtime import ColorModel  # noqa: E402
 from stages.lab import lightness_code  # noqa: E402
-from stages.temporal import TemporalConfig, TemporalSmoother  # noqa: E402
+from stages.temporal import TemporalSmoother  # noqa: E402
+from stream.config import TemporalConfig  # noqa: E402
 
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "video"
 CLIPS = ("test_video.mp4", "video_with_failing_audio.mp4", "car-detection.mp4", "bottle-detection.mp4",

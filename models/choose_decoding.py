@@ -26,10 +26,10 @@ import torch
 from models import load_bin_centres
 from models.network import ColorNet, Decoding
 from models.train import DEFAULT_VAL, decoded_figures, load_validation, log_prior_tensor, validation_logits
-from stages.lab import ColourSettings
+from stream.config import ColourSettings
 
 TEMPERATURES = (0.38, 0.5, 0.6)
-TILT_BETAS = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2)  # < 0 strengthens rare, saturated colours; > 0 weakens them
+TILT_BETAS = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)  # < 0 strengthens rare, saturated colours; > 0 weakens them
 CONFIDENCE_POWERS = (0.0, 0.25)
 
 

@@ -32,7 +32,8 @@ import numpy as np
 from models import NUM_BINS, load_bin_centres
 from models.runtime import ColorModel, SessionSettings
 from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
-from stages.lab import ColourSettings, frame_ab, lightness_code, merge_lightness, model_input
+from stages.lab import frame_ab, lightness_code, merge_lightness, model_input
+from stream.config import ColourSettings
 from stream.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

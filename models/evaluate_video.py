@@ -39,8 +39,9 @@ import numpy as np
 from models.evaluate import AbErrorTally, ab_error, add_colour_arguments, colour_settings, nearest_bins, psnr
 from models.runtime import ColorModel, SessionSettings
 from models.tool_cli import json_ready, positive_int, run_tool, write_json_report
-from stages.lab import ColourSettings, lightness_code, merge_lightness, model_input
-from stages.temporal import ModelCadence, TemporalConfig, TemporalSmoother
+from stages.lab import lightness_code, merge_lightness, model_input
+from stages.temporal import ModelCadence, TemporalSmoother
+from stream.config import ColourSettings, TemporalConfig
 from stream.errors import InputError
 
 FLICKER_SIZE = 320

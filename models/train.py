@@ -50,7 +50,7 @@ from models import ANNEAL_T, NUM_BINS, load_bin_centres
 from models.film_augment import black_bars, degrade_like_film
 from models.network import AnnealedMean, ColorNet, Decoding, ExportedColorizer
 from models.training_pack import load_pack
-from stages.lab import ColourSettings
+from stream.config import ColourSettings
 
 SOFT_NEIGHBOURS = 5
 SOFT_SIGMA = 5.0

@@ -107,12 +107,6 @@ class Decoder(Stage):
     name = "decoder"
     output_link = "frames"
 
-    def __new__(cls, spec, control):
-        if spec.job.live and cls is Decoder:  # live sources: stages/live_source.py
-            from stages.live_source import LiveDecoder
-            cls = LiveDecoder
-        return super().__new__(cls)
-
     def open(self) -> None:
         self.container = open_input(self.job.input)
         videos = self.container.streams.video

@@ -43,7 +43,8 @@ import numpy as np
 
 from stages.audio import AudioTrack
 from stages.deinterlace import x264_interlace_options
-from stages.lab import ColourSettings, chroma_planes, merge_lightness
+from stages.lab import chroma_planes, merge_lightness
+from stream.config import ColourSettings
 from stages.temporal import TemporalSmoother
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
 from stream.messages import FLAG_CUT_SHORT, Message
@@ -107,12 +108,6 @@ class Encoder(Stage):
     name = "encoder"
     input_link = "colour"
     colour_ahead = 1  # frames being coloured on a worker thread while the one before is encoded
-
-    def __new__(cls, spec, control):
-        if spec.job.live and cls is Encoder:  # live outputs: stages/live_sink.py
-            from stages.live_sink import LiveEncoder
-            cls = LiveEncoder
-        return super().__new__(cls)
 
     def open(self) -> None:
         fail_instead_of_dying_on_file_size_limit()

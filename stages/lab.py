@@ -6,22 +6,11 @@ at a lower resolution, is resized to the frame and merged with the frame's own f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ColourSettings:
-    """How predicted colour is put on a frame (YAML section ``colour:``, flag ``--saturation``)."""
-
-    saturation: float = field(default=1.0, metadata={"min": 0.0, "max": 2.0})
-    """Colour strength: ab is multiplied by it (0 = the frame's own grey, 1 = the model's colour)."""
-    upsampling: Literal["bilinear", "guided"] = "bilinear"
-    """How the model's 56×56 ab reaches the frame's size: 'guided' by the frame's lightness
-    (:func:`guided_ab`: colour edges follow the picture's edges) or plain 'bilinear'."""
+from stream.config import ColourSettings
 
 
 def model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -24,11 +24,12 @@ CPU for 640×360 to 1280×720 frames (bench/bench_temporal.py, smoother alone). 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from stream.config import TemporalConfig
 
 FLOW_SETTINGS = {
     # name: (OpenCV DIS preset, finest scale, variational refinement iterations)
@@ -39,24 +40,6 @@ FLOW_SETTINGS = {
 L_PER_UINT8 = np.float32(100.0 / 255.0)
 HISTOGRAM_BINS = 32
 HISTOGRAM_BIN_L = 8 * 100.0 / 255.0  # Lab L units per histogram bin
-
-
-@dataclass
-class TemporalConfig:
-    """Temporal smoothing of the predicted ab, done by the encoder (frames in presentation order)."""
-
-    enabled: bool = True
-    """False: each frame keeps its own prediction (``update`` returns it unchanged)."""
-    strength: float = field(default=0.93, metadata={"min": 0.0, "max": 0.99})
-    """Weight of the motion-compensated history where it is fully trusted (0 = off; 0.93 ≈ 14-frame memory)."""
-    error_tolerance: float = field(default=10.0, metadata={"min": 0.1, "max": 100.0})
-    """Lightness warp error (Lab L units) at which trust in the history falls to 1/e."""
-    scene_cut_threshold: float = field(default=5.0, metadata={"min": 0.0, "max": 100.0})
-    """Cut score (L units: motion-compensated L error + histogram distance / 3) that starts a new scene."""
-    flow_size: int = field(default=160, metadata={"min": 16, "max": 1024})
-    """Longer side (px) of the low-resolution lightness the optical flow is computed on."""
-    flow_quality: Literal["fast", "balanced", "accurate"] = "balanced"
-    """DIS optical flow settings, speed against accuracy (see FLOW_SETTINGS)."""
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,9 @@ import numpy as np
 import zmq
 
 from stream.config import PipelineConfig, bind_address_problem
+from stream.memory import queue_depth
 from stream.messages import FLAG_CARRY, FRAME, Message, MessageError, decode, encode
+from stream.stage_process import become_stage_process, cpu_figures
 from stream.transport import LINGER_MS, CommandListener, ControlChannel, Endpoints, poll_timeout_ms
 
 HELLO, READY, RESULT, HEARTBEAT, BYE = b"hello", b"ready", b"result", b"heartbeat", b"bye"
@@ -177,12 +179,10 @@ class Broker:
 
     def __init__(self, spec: BrokerSpec, context: zmq.Context, control: ControlChannel,
                  commands: CommandListener):
-        from stream.stage import _queue_depth
-
         self.spec, self.control, self.commands = spec, control, commands
         stage_config = getattr(spec.config, spec.stage)
         self.pool = stage_config.workers
-        self.queue_depth = _queue_depth(spec.config, spec.input_link, spec.frame_bytes)
+        self.queue_depth = queue_depth(spec.config, spec.input_link, spec.frame_bytes)
         self.frontend = context.socket(zmq.PULL)
         self.frontend.setsockopt(zmq.RCVHWM, self.queue_depth)
         self.frontend.setsockopt(zmq.LINGER, LINGER_MS)
@@ -208,7 +208,7 @@ class Broker:
             self.backend.bind(listen)
             self.public = self.backend.getsockopt_string(zmq.LAST_ENDPOINT)
         self.downstream = context.socket(zmq.PUSH)
-        self.downstream.setsockopt(zmq.SNDHWM, _queue_depth(spec.config, spec.output_link, spec.frame_bytes))
+        self.downstream.setsockopt(zmq.SNDHWM, queue_depth(spec.config, spec.output_link, spec.frame_bytes))
         self.downstream.setsockopt(zmq.LINGER, LINGER_MS)
         for endpoint in spec.endpoints.links[spec.output_link]:
             self.downstream.connect(endpoint)
@@ -511,7 +511,6 @@ class Broker:
 
 def run_broker(spec: BrokerSpec) -> None:
     """Process entry point of a broker: serve until ``stop``; any failure is one ``error`` event."""
-    from stream.stage import become_stage_process, cpu_figures
 
     become_stage_process(f"broker-{spec.stage}", spec.supervisor_pid)
     context = zmq.Context()

@@ -27,20 +27,18 @@ import zmq
 from models.runtime import ColorModel, ModelError, SessionSettings, model_to_run
 from stream import __version__
 from stream.accounting import account_of, parse_clock
-from stream.config import ConfigError, PipelineConfig, load_config, with_override
+from stream.config import ConfigError, PipelineConfig
 from stream.errors import InputError, PipelineError, error_lines
 from stream.output_path import OutputLock, check_output_location, existing_output, remove_stale_temporaries
 from stream.live import add_live_arguments, is_live_run, parse_duration, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
+from stream.options import VIDEO_FORMATS, run_config
 from stream.progress import ProgressBar, summary_line
 from stream.stage import Job
 from stream.stop_signals import interrupted_exit_code, stop_on_signals
 from stream.still_image import IMAGE_SUFFIXES, colorize_image, is_still_image
 from stream.supervisor import Supervisor
 from stream.tune import fit_to_machine
-
-VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-
 
 SUBCOMMANDS = {
     # name: (module whose main(argv) -> int runs it, one-line description)
@@ -51,7 +49,7 @@ SUBCOMMANDS = {
     "bench-model": ("models.bench_model", "time a model's inference (mean, p50, p99)"),
     "compare": ("models.compare", "compare two models or providers node by node"),
     "devices": ("models.providers", "list the inference providers this machine can run"),
-    "worker": ("stream.worker", "join a running pipeline as a worker of its inference or preprocessor stage"),
+    "worker": ("stream.worker_cli", "join a running pipeline as a worker of its inference or preprocessor stage"),
     "tune": ("stream.tune", "measure this machine and write a pipeline YAML suited to it"),
     "keys": ("stream.keys", "create the CURVE keys workers on other hosts need to join a pipeline"),
     "profile": ("stream.profile", "run the pipeline traced: per-stage timings, a Perfetto trace, advice"),
@@ -151,29 +149,6 @@ def validate(args: argparse.Namespace) -> Request:
     config = run_config(args)
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     return Request(args.input, output, model, config, is_image, args.stream, args.quiet, start, duration)
-
-
-COMMAND_LINE_OVERRIDES = {
-    # option dest: (config key, flag as the user writes it)
-    "crf": ("encoder.crf", "--crf"),
-    "preset": ("encoder.preset", "--preset"),
-    "provider": ("inference.provider", "--provider"),
-    "device_id": ("inference.device_id", "--device-id"),
-    "precision": ("inference.precision", "--precision"),
-    "deinterlace": ("decoder.deinterlace", "--deinterlace"),
-    "saturation": ("colour.saturation", "--saturation"),
-}
-
-
-def run_config(args: argparse.Namespace) -> PipelineConfig:
-    """The config file (or the defaults) with the command line's overrides, each checked like the
-    YAML key it replaces; raises ConfigError."""
-    config = load_config(args.config)
-    for dest, (key, flag) in COMMAND_LINE_OVERRIDES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            config = with_override(config, key, value, flag)
-    return config
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,6 @@ from typing import Literal
 
 import yaml
 
-from stages.lab import ColourSettings
-from stages.temporal import TemporalConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "configs" / "default.yaml"
@@ -102,6 +100,35 @@ def bind_address_problem(value: str) -> str | None:
 
 def _connect_address(value: str) -> str | None:
     return _zmq_endpoint(value, wildcard_host=False)
+
+
+@dataclass(frozen=True)
+class ColourSettings:
+    """How predicted colour is put on a frame (YAML section ``colour:``, flag ``--saturation``)."""
+
+    saturation: float = field(default=1.0, metadata={"min": 0.0, "max": 2.0})
+    """Colour strength: ab is multiplied by it (0 = the frame's own grey, 1 = the model's colour)."""
+    upsampling: Literal["bilinear", "guided"] = "bilinear"
+    """How the model's 56×56 ab reaches the frame's size: 'guided' by the frame's lightness
+    (:func:`guided_ab`: colour edges follow the picture's edges) or plain 'bilinear'."""
+
+
+@dataclass
+class TemporalConfig:
+    """Temporal smoothing of the predicted ab, done by the encoder (frames in presentation order)."""
+
+    enabled: bool = True
+    """False: each frame keeps its own prediction (``update`` returns it unchanged)."""
+    strength: float = field(default=0.93, metadata={"min": 0.0, "max": 0.99})
+    """Weight of the motion-compensated history where it is fully trusted (0 = off; 0.93 ≈ 14-frame memory)."""
+    error_tolerance: float = field(default=10.0, metadata={"min": 0.1, "max": 100.0})
+    """Lightness warp error (Lab L units) at which trust in the history falls to 1/e."""
+    scene_cut_threshold: float = field(default=5.0, metadata={"min": 0.0, "max": 100.0})
+    """Cut score (L units: motion-compensated L error + histogram distance / 3) that starts a new scene."""
+    flow_size: int = field(default=160, metadata={"min": 16, "max": 1024})
+    """Longer side (px) of the low-resolution lightness the optical flow is computed on."""
+    flow_quality: Literal["fast", "balanced", "accurate"] = "balanced"
+    """DIS optical flow settings, speed against accuracy (see FLOW_SETTINGS)."""
 
 
 @dataclass

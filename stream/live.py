@@ -31,6 +31,7 @@ from stages.outputs import publish_format, segment_glob, segment_pattern
 from stream.accounting import parse_clock
 from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
+from stream.options import VIDEO_FORMATS, run_config
 from stream.output_path import check_output_location, existing_output
 from stream.progress import ProgressBar, summary_line
 from stream.stop_signals import interrupted_exit_code
@@ -91,7 +92,6 @@ class LiveRequest:
 
 def validate_live(args: argparse.Namespace) -> LiveRequest:
     """Check a live command line; raise InputError/ConfigError/ModelError with one line."""
-    from stream.cli import VIDEO_FORMATS, run_config
     from stream.preview import parse_address
 
     if not is_network_url(args.input):

@@ -23,3 +23,10 @@ def link_depth(queue_depth: int, frame_bytes: int, queue_memory_mb: int) -> int:
         return queue_depth
     fitting = (queue_memory_mb * MB) // (2 * frame_bytes)
     return max(1, min(queue_depth, fitting))
+
+
+def queue_depth(config, link: str, frame_bytes: int = 0) -> int:
+    """The high-water mark of ``link`` ('frames', 'tensors', 'colour') under ``config`` (a
+    :class:`stream.config.PipelineConfig`): its consumer's ``queue_depth`` through :func:`link_depth`."""
+    consumer = {"frames": config.preprocessor, "tensors": config.inference, "colour": config.encoder}[link]
+    return link_depth(consumer.queue_depth, frame_bytes, config.queue_memory_mb)

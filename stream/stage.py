@@ -16,13 +16,9 @@ reports to the supervisor. The protocol:
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
-import select
-import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,12 +26,11 @@ from typing import ClassVar, Iterable
 
 import zmq
 
-from stream.allocator import reuse_freed_memory
 from stream.config import PipelineConfig
 from stream.errors import InputError, PipelineError
-from stream.memory import link_depth
+from stream.memory import queue_depth
 from stream.messages import Message, end_of_stream
-from stream.rundir import process_exists
+from stream.stage_process import become_stage_process, cpu_figures
 from stream.tracing import StageRecorder
 from stream.transport import CommandListener, ControlChannel, Endpoints, Link, poll_timeout_ms
 
@@ -154,76 +149,21 @@ class Stage:
         return 0
 
 
-def stage_class(name: str) -> type[Stage]:
-    module = importlib.import_module(f"stages.{name}")
-    return getattr(module, "STAGE")
+LIVE_STAGE_MODULES = {"decoder": "live_source", "encoder": "live_sink"}
+"""The stages that live runs replace: network sources, fragmented and published outputs."""
 
 
-def _die_with_parent(stage: str) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies, so no stage is orphaned,
-    and name it ``cz-<stage>`` (as shown by ps and /proc/PID/comm)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        libc.prctl(15, ctypes.c_char_p(f"cz-{stage}".encode()[:15]))  # PR_SET_NAME
-    except OSError:
-        pass
-
-
-def become_stage_process(name: str, supervisor_pid: int) -> None:
-    """First thing in a process the supervisor started (a stage replica or a broker): Ctrl-C, SIGTERM
-    and SIGHUP are the supervisor's to handle, the process is named ``cz-<name>``, it dies with its parent (the fork
-    server, see :func:`stream.supervisor.stage_process_context`) and with the supervisor (at once if
-    that is already gone), and it reuses freed frame buffers (:mod:`stream.allocator`)."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a service manager signals the whole group
-        signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent(name)
-    _die_with_supervisor(supervisor_pid)
-    reuse_freed_memory()
-
-
-def _die_with_supervisor(supervisor_pid: int) -> None:
-    """SIGKILL this process the moment the supervisor exits, however it exits (the OOM killer,
-    ``kill -9``): its parent is the fork server, which outlives the supervisor as long as any
-    process it forked does, so the parent-death signal alone would leave the stages running.
-    A daemon thread waits on a pidfd of the supervisor (Linux ≥ 5.3), else checks every 0.5 s."""
-    try:
-        pidfd = os.pidfd_open(supervisor_pid)
-    except ProcessLookupError:
-        os._exit(1)
-    except (AttributeError, OSError):
-        pidfd = None
-
-    def watch() -> None:
-        if pidfd is not None:
-            select.select([pidfd], [], [])
-        else:
-            while process_exists(supervisor_pid):
-                time.sleep(0.5)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="cz-lifeline", daemon=True).start()
-
-
-def cpu_figures(cpu_at_ready: float | None) -> dict[str, float]:
-    """This process's CPU seconds (all threads) before its ``ready`` event and since, for the final
-    ``stats`` event; ``cpu_at_ready``: ``time.process_time()`` then, None if it never got ready."""
-    now = time.process_time()
-    if cpu_at_ready is None:
-        return {"startup_cpu_s": now, "cpu_s": 0.0}
-    return {"startup_cpu_s": cpu_at_ready, "cpu_s": now - cpu_at_ready}
-
-
-def _queue_depth(config: PipelineConfig, link: str, frame_bytes: int = 0) -> int:
-    """The consumer's ``queue_depth``, lowered for large frames to fit ``config.queue_memory_mb``."""
-    consumer = {"frames": config.preprocessor, "tensors": config.inference, "colour": config.encoder}[link]
-    return link_depth(consumer.queue_depth, frame_bytes, config.queue_memory_mb)
+def stage_class(name: str, live: bool = False) -> type[Stage]:
+    """The class running stage ``name``: ``stages.<name>.STAGE``, or for a ``live`` run the one
+    of :data:`LIVE_STAGE_MODULES` where the stage has a live form."""
+    module = LIVE_STAGE_MODULES.get(name, name) if live else name
+    return getattr(importlib.import_module(f"stages.{module}"), "STAGE")
 
 
 def run_stage(spec: StageSpec) -> None:
     """Process entry point: run one stage replica until done, stopped or failed."""
     become_stage_process(spec.stage, spec.supervisor_pid)
-    cls = stage_class(spec.stage)
+    cls = stage_class(spec.stage, spec.job.live)
     stage_config = getattr(spec.config, spec.stage)
     if stage_config.cpu_affinity:
         os.sched_setaffinity(0, stage_config.cpu_affinity)
@@ -241,10 +181,10 @@ def run_stage(spec: StageSpec) -> None:
     try:
         if cls.input_link and not leased:
             inbound = Link.receiver(context, spec.endpoints.links[cls.input_link][spec.replica],
-                                    _queue_depth(spec.config, cls.input_link, spec.job.frame_bytes))
+                                    queue_depth(spec.config, cls.input_link, spec.job.frame_bytes))
         if cls.output_link and not leased:
             outbound = Link.sender(context, spec.endpoints.links[cls.output_link],
-                                   _queue_depth(spec.config, cls.output_link, spec.job.frame_bytes))
+                                   queue_depth(spec.config, cls.output_link, spec.job.frame_bytes))
         if trace is not None:
             inbound = trace.recorded(inbound) if inbound is not None else None
             outbound = trace.recorded(outbound) if outbound is not None else None

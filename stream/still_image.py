@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from models.runtime import ColorModel
-from stages.lab import ColourSettings, merge_ab, model_input
+from stages.lab import merge_ab, model_input
+from stream.config import ColourSettings
 from stream.errors import InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -181,7 +181,7 @@ class Supervisor:
         self.endpoints = endpoints
         self.process_context = stage_process_context()
         for stage, link in self.leased.items():
-            cls = stage_class(stage)
+            cls = stage_class(stage, self.job.live)
             spec = BrokerSpec(stage=stage, input_link=link, output_link=cls.output_link, reads=cls.reads,
                               consumes=cls.consumes, config=self.config, endpoints=endpoints,
                               model=self.job.model, model_input_size=self.job.model_input_size,

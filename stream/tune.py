@@ -94,7 +94,7 @@ def measure(source: str, stream_index: int, model_path: Path, provider: str, pre
     from models.runtime import ColorModel, SessionSettings
     from stages.decoder import frame_arrays, open_input
     from stages.encoder import colour_picture
-    from stages.lab import ColourSettings
+    from stream.config import ColourSettings
     from stages.preprocessor import prepare
     from stream.allocator import reuse_freed_memory
 
@@ -225,7 +225,7 @@ def quick_measure(model_path: Path, width: int, height: int, provider: str, pres
     estimated from their cost per megapixel, scaled by how fast the colour step ran here."""
     from models.runtime import ColorModel, SessionSettings
     from stages.encoder import colour_picture
-    from stages.lab import ColourSettings
+    from stream.config import ColourSettings
     from stages.preprocessor import prepare
 
     width, height = max(2, width // 2 * 2), max(2, height // 2 * 2)

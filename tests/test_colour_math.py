@@ -170,7 +170,8 @@ def test_only_8_bit_limited_range_420_frames_of_even_size_take_the_luma_path(pix
 # ---------------------------------------------------------------- colour settings: strength and upsampling
 
 def test_saturation_scales_the_colour_and_zero_gives_the_frames_own_grey():
-    from stages.lab import ColourSettings, frame_ab
+    from stages.lab import frame_ab
+    from stream.config import ColourSettings
 
     rgb = np.random.default_rng(8).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     ab = np.random.default_rng(9).uniform(-40, 40, (2, 14, 20)).astype(np.float32)
@@ -188,7 +189,8 @@ def test_guided_upsampling_puts_the_colour_edge_on_the_lightness_edge():
     """A dark left half that the model saw as blue and a bright right half it saw as red: bilinear
     stretching smears the change over a whole ab cell (10 px here), the guided filter keeps it where
     the lightness changes."""
-    from stages.lab import ColourSettings, frame_ab
+    from stages.lab import frame_ab
+    from stream.config import ColourSettings
 
     height, width, edge = 40, 400, 203  # the edge falls inside an ab cell, not on its border
     lightness = np.full((height, width), 30.0, np.float32)

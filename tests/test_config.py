@@ -49,7 +49,7 @@ def test_an_empty_file_means_defaults(tmp_path):
      ":2: inference.batch_timeout_ms: expected a number in 0..60000, found '.inf'"),
     ("inference:\n  queue_depth: 1000000\n", ":2: inference.queue_depth: expected an integer in 1..10000, found '1000000'"),
     (f"decoder:\n  cpu_affinity: [{max(ALLOWED_CPUS) + 1}]\n",
-     f":2: decoder.cpu_affinity: expected a CPU this process may run on"),
+     ":2: decoder.cpu_affinity: expected a CPU this process may run on"),
     ("encoder:\n  preset: " + "x" * 300 + "\n", ": encoder.preset: expected one of ultrafast"),
     ("encoder:\n  crf: 20\n  crf: 22\n", ":3: encoder.crf: duplicate key (first on line 2)"),
     ("[" * 5000 + "]" * 5000 + "\n", ": malformed YAML: nested too deeply"),

@@ -207,7 +207,7 @@ def test_per_image_figures_report_the_colour_cast_and_images_below_grayscale(col
 
 
 def test_saturation_zero_scores_exactly_the_grayscale_baseline(colour_model, synthetic_dir):
-    from stages.lab import ColourSettings
+    from stream.config import ColourSettings
 
     report = evaluate_images(colour_model, synthetic_dir, colour=ColourSettings(saturation=0.0))
     assert report.ours == report.grayscale

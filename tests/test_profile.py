@@ -34,7 +34,7 @@ def test_profile_traces_one_slice_per_frame_per_stage_process_and_names_the_bott
     source = shared_file("video", "test_video.mp4")
     frames = video_facts(source).frames
     config, trace, run_tmp = tmp_path / "two.yaml", tmp_path / "run.trace.json", tmp_path / "tmp"
-    config.write_text("preprocessor:\n  replicas: 2\ninference:\n  batch_size: 4\n")
+    config.write_text("preprocessor:\n  replicas: 2\ninference:\n  batch_size: 4\n  every_nth_frame: 1\n")
     run_tmp.mkdir()
     result = run_cli("profile", source, "--model", ab_model, "--config", config, "--trace", trace, tmpdir=run_tmp)
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from stages.lab import lightness_code
-from stages.temporal import TemporalConfig, TemporalSmoother
+from stages.temporal import TemporalSmoother
+from stream.config import TemporalConfig
 from tests.conftest import save_colour_model
 
 VIDEO_DIR = Path(__file__).resolve().parents[2] / "shared/data/video"

@@ -1,0 +1,32 @@
+"""What the command line's run options mean, shared by file runs (:mod:`stream.cli`) and live runs
+(:mod:`stream.live`): the output containers by extension and the flags that override config keys."""
+from __future__ import annotations
+
+import argparse
+
+from stream.config import PipelineConfig, load_config, with_override
+
+VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+"""Video output extensions → FFmpeg muxer."""
+
+COMMAND_LINE_OVERRIDES = {
+    # option dest: (config key, flag as the user writes it)
+    "crf": ("encoder.crf", "--crf"),
+    "preset": ("encoder.preset", "--preset"),
+    "provider": ("inference.provider", "--provider"),
+    "device_id": ("inference.device_id", "--device-id"),
+    "precision": ("inference.precision", "--precision"),
+    "deinterlace": ("decoder.deinterlace", "--deinterlace"),
+    "saturation": ("colour.saturation", "--saturation"),
+}
+
+
+def run_config(args: argparse.Namespace) -> PipelineConfig:
+    """The config file (or the defaults) with the command line's overrides, each checked like the
+    YAML key it replaces; raises ConfigError."""
+    config = load_config(args.config)
+    for dest, (key, flag) in COMMAND_LINE_OVERRIDES.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            config = with_override(config, key, value, flag)
+    return config
