@@ -28,6 +28,11 @@ COPYABLE = {
 }
 
 
+def exact_seconds(seconds: float) -> Fraction:
+    """Seconds as a fraction (to a microsecond), to compare with timestamps × time base exactly."""
+    return Fraction(seconds).limit_denominator(1_000_000)
+
+
 class AudioTrack:
     """Copies or transcodes the first audio stream of ``input_path`` into ``output``.
 
@@ -41,6 +46,7 @@ class AudioTrack:
                  start_s: float = 0.0):
         self.stream = None
         self.start_s = start_s
+        self._start = exact_seconds(start_s)
         self.packets_written = 0
         self.packets_skipped = 0
         self.stopped_at_s: float | None = None
@@ -76,6 +82,7 @@ class AudioTrack:
         """Mux every audio packet that starts before ``seconds`` (all remaining if None)."""
         if self.stream is None:
             return
+        limit = None if seconds is None else exact_seconds(seconds)
         while True:
             packet = self._held if self._held is not None else self._next_packet()
             self._held = None
@@ -88,8 +95,7 @@ class AudioTrack:
             self._position_s = float(start * packet.time_base)
             if self.start_s and self._position_s < self.start_s - PART_TOLERANCE_S:
                 continue  # before --start (the seek lands on the packet before it)
-            if seconds is not None and start * packet.time_base - Fraction(self.start_s).limit_denominator(1_000_000) \
-                    > Fraction(seconds).limit_denominator(1_000_000):
+            if limit is not None and start * packet.time_base - self._start > limit:
                 self._held = packet
                 return
             if self.copy:
@@ -142,8 +148,7 @@ class AudioTrack:
             frame.pts = None
         else:
             rate = self.stream.codec_context.sample_rate
-            frame.pts = max(0, round((frame.pts * frame.time_base - Fraction(self.start_s).limit_denominator(1_000_000))
-                                     * rate))
+            frame.pts = max(0, round((frame.pts * frame.time_base - self._start) * rate))
             frame.time_base = Fraction(1, rate)
         self._started = True
         return frame
