@@ -241,8 +241,9 @@ def run_pipeline(source: Path, model_path: Path, output: Path, config: PipelineC
     from stream.tune import fit_to_machine
 
     probe = probe_video(str(source), 0)
-    config, _ = fit_to_machine(config, model_path, probe.width, probe.height, live=False)  # as colorize does
-    input_size = ColorModel(model_path, SessionSettings(intra_op_threads=1)).input_size
+    session = ColorModel(model_path, SessionSettings(intra_op_threads=1))
+    config, _ = fit_to_machine(config, session, probe.width, probe.height, live=False)  # as colorize does
+    input_size = session.input_size
     job = Job(input=str(source), output_tmp=str(output), model=str(model_path), output_format="mp4",
               frame_rate=probe.frame_rate, model_input_size=input_size, frame_bytes=probe.frame_bytes)
     marks: list[tuple[float, int]] = []

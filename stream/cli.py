@@ -231,20 +231,26 @@ def partial_output(output: Path) -> Path:
     return output.with_name(f"{output.stem}.partial{output.suffix}")
 
 
+def one_thread_session(request: Request) -> ColorModel:
+    """The run's model on its provider and device, one onnxruntime thread: to read its input size
+    and to fit ``auto`` settings (:func:`stream.tune.fit_to_machine`) before the stages start."""
+    inference = request.config.inference
+    return ColorModel(request.model, SessionSettings(provider=inference.provider, device_id=inference.device_id,
+                                                     intra_op_threads=1))
+
+
 def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int:
     """Colorize a video file through the stage processes; the exit code (errors are raised).
 
     ``max_frames`` and ``trace_dir`` go to the :class:`Job` (``colorize profile`` uses them).
     """
-    model_input_size = ColorModel(request.model, SessionSettings(
-        provider=request.config.inference.provider, device_id=request.config.inference.device_id,
-        intra_op_threads=1)).input_size
+    model = one_thread_session(request)
     probe = probe_video(request.input, request.stream_index)
-    config, auto_line = fit_to_machine(request.config, request.model, probe.width, probe.height, live=False)
+    config, auto_line = fit_to_machine(request.config, model, probe.width, probe.height, live=False)
     tmp = temporary_output(request.output)
     job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
               output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=probe.frame_rate,
-              model_input_size=model_input_size, stream_index=request.stream_index,
+              model_input_size=model.input_size, stream_index=request.stream_index,
               frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir,
               sample_aspect_ratio=probe.sample_aspect_ratio, color_primaries=probe.color_primaries,
               color_trc=probe.color_trc, field_order=probe.field_order, duration_s=request.duration_s,

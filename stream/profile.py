@@ -32,7 +32,7 @@ from typing import get_args, get_type_hints
 import numpy as np
 
 from stream.chrome_trace import STAGE_ORDER, build_trace, frame_slices, in_pipeline_order
-from stream.cli import probe_video, reporting_errors, run_video, validate
+from stream.cli import one_thread_session, probe_video, reporting_errors, run_video, validate
 from stream.config import EncoderConfig, PipelineConfig
 from stream.errors import InputError, PipelineError
 from stream.tracing import StageRecord, load_records
@@ -260,7 +260,7 @@ def profile(args: argparse.Namespace) -> int:
             raise InputError(f"profile runs on videos, not images: {args.input}")
         refuse_leased_stages(request.config)
         probe = probe_video(request.input, request.stream_index)
-        fitted, _ = fit_to_machine(request.config, request.model, probe.width, probe.height, live=False)
+        fitted, _ = fit_to_machine(request.config, one_thread_session(request), probe.width, probe.height, live=False)
         request = dataclasses.replace(request, config=fitted)
         records_dir = Path(scratch) / "records"
         records_dir.mkdir()

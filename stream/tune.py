@@ -217,13 +217,12 @@ TEMPORAL_MS = 1.5  # temporal smoothing works at a fixed size (flow_size), whate
 QUICK_REPEATS = 3
 
 
-def quick_measure(model_path: Path, width: int, height: int, provider: str, preset: str,
-                  cores: int) -> Measurements:
+def quick_measure(model, width: int, height: int, preset: str, cores: int) -> Measurements:
     """Measurements for :func:`plan` in about a tenth of a second, without reading the input: the
-    preprocessing, the model (batch 1 and 2, one thread) and the colour step are timed on a
+    preprocessing, the model (batch 1 and 2; ``model``: a :class:`models.runtime.ColorModel` session
+    of one onnxruntime thread on the run's provider and device) and the colour step are timed on a
     synthetic frame of ``width``×``height`` (the best of a few runs); decoding and libx264 are
     estimated from their cost per megapixel, scaled by how fast the colour step ran here."""
-    from models.runtime import ColorModel, SessionSettings
     from stages.encoder import colour_picture
     from stream.config import ColourSettings
     from stages.preprocessor import prepare
@@ -232,7 +231,6 @@ def quick_measure(model_path: Path, width: int, height: int, provider: str, pres
     rows = np.arange(height, dtype=np.float32)[:, None]
     cols = np.arange(width, dtype=np.float32)[None, :]
     luma = (126 + 90 * np.sin(rows / 37.0) * np.cos(cols / 53.0)).astype(np.uint8)
-    model = ColorModel(model_path, SessionSettings(provider=provider, intra_op_threads=1))
 
     def best(step) -> Cost:
         costs = []
@@ -261,9 +259,11 @@ def quick_measure(model_path: Path, width: int, height: int, provider: str, pres
                         preprocess=preprocess, inference=inference, encode=Cost(encode_s, encode_s))
 
 
-def fit_to_machine(config, model_path: Path, width: int, height: int, live: bool):
+def fit_to_machine(config, model, width: int, height: int, live: bool):
     """``config`` (a :class:`stream.config.PipelineConfig`) with its ``auto`` values chosen for this
     machine and this input, and one line saying what was chosen ('' when nothing was ``auto``).
+    ``model``: the run's model as a one-thread :class:`models.runtime.ColorModel` session on its
+    provider and device (the one the caller opened to read the model's input size).
 
     * live runs: one replica each, onnxruntime's own threads, no batching (latency first);
     * GPU/NPU providers: one inference replica, batches of 8 (the device is kept busy by batches,
@@ -280,7 +280,7 @@ def fit_to_machine(config, model_path: Path, width: int, height: int, live: bool
     if live:
         choices, basis = dict(PLAIN_CHOICES), "live"
     else:
-        m = quick_measure(model_path, width, height, config.inference.provider, config.encoder.preset, cores)
+        m = quick_measure(model, width, height, config.encoder.preset, cores)
         every = config.inference.every_nth_frame  # sparse inference: the model runs on 1 frame in k
         m = dataclasses.replace(m, inference={key: Cost(cost.wall / every, cost.cpu / every)
                                               for key, cost in m.inference.items()})

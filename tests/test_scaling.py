@@ -249,19 +249,22 @@ def test_auto_gives_inference_replicas_in_proportion_to_its_share_of_the_work():
 
 def test_auto_values_are_fitted_to_this_machine_and_numbers_are_kept(tmp_path):
     from models import DEFAULT_MODEL_PATH
+    from models.runtime import ColorModel, SessionSettings
     from stream.config import PLAIN_CHOICES, PipelineConfig, auto_fields, with_choices
     from stream.tune import fit_to_machine
 
+    model = ColorModel(DEFAULT_MODEL_PATH, SessionSettings(intra_op_threads=1))
+
     cores = len(os.sched_getaffinity(0))
-    fitted, line = fit_to_machine(PipelineConfig(), DEFAULT_MODEL_PATH, 640, 360, live=False)
+    fitted, line = fit_to_machine(PipelineConfig(), model, 640, 360, live=False)
     assert auto_fields(fitted) == []
     assert 1 <= fitted.inference.replicas <= cores and fitted.inference.intra_op_threads == 1
     assert fitted.inference.batch_size in (1, 2) and fitted.preprocessor.replicas == 1
     assert line.startswith(f"auto: inference {fitted.inference.replicas}× (1 thread, batch {fitted.inference.batch_size})")
-    live, live_line = fit_to_machine(PipelineConfig(), DEFAULT_MODEL_PATH, 640, 360, live=True)
+    live, live_line = fit_to_machine(PipelineConfig(), model, 640, 360, live=True)
     assert live == with_choices(PipelineConfig(), PLAIN_CHOICES) and "live" in live_line
     explicit = load_config(PROJECT_ROOT / "configs" / "throughput.yaml")
-    assert fit_to_machine(explicit, DEFAULT_MODEL_PATH, 640, 360, live=False) == (explicit, "")
+    assert fit_to_machine(explicit, model, 640, 360, live=False) == (explicit, "")
 
 
 def test_sparse_inference_writes_every_frame_coloured_and_leased_stages_agree(tmp_path, ab_model):
