@@ -40,7 +40,6 @@ class Deinterlacer:
         self.stream = stream
         self.every_frame = every_frame
         self.graph = None
-        self.frames_in = 0
 
     def _build(self) -> None:
         self.graph = av.filter.Graph()
@@ -55,7 +54,6 @@ class Deinterlacer:
     def push(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
         if self.graph is None:
             self._build()
-        self.frames_in += 1
         self.graph.push(frame)
         return self._pull()
 
@@ -70,12 +68,8 @@ class Deinterlacer:
         while True:
             try:
                 ready.append(self.graph.pull())
-            except (BlockingIOError, av.error.EOFError):
+            except (BlockingIOError, av.error.EOFError):  # EAGAIN (wants the next frame first) or the end
                 return ready
-            except av.error.FFmpegError as exc:
-                if getattr(exc, "errno", None) == 11:  # EAGAIN: wants the next frame first
-                    return ready
-                raise
 
 
 def x264_interlace_options(field_order: int) -> dict[str, str]:
