@@ -28,6 +28,20 @@ COPYABLE = {
 }
 
 
+ORDERED_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def aac_layout(layout) -> str:
+    """The AAC channel layout for a source's ``av.AudioLayout`` (or None): its own, except that a
+    layout without channel order ('1 channels': PCM in AVI, say), which the encoder refuses, becomes
+    the usual one for that many channels; stereo when unknown."""
+    if layout is None or not layout.nb_channels:
+        return "stereo"
+    if layout.name.endswith("channels"):
+        return ORDERED_LAYOUTS.get(layout.nb_channels, "7.1")
+    return layout.name
+
+
 def exact_seconds(seconds: float) -> Fraction:
     """Seconds as a fraction (to a microsecond), to compare with timestamps × time base exactly."""
     return Fraction(seconds).limit_denominator(1_000_000)
@@ -70,7 +84,7 @@ class AudioTrack:
         else:
             ctx = self.input_stream.codec_context
             self.stream = output.add_stream("aac", rate=ctx.sample_rate or 48000)
-            self.stream.codec_context.layout = ctx.layout.name if ctx.layout and ctx.layout.nb_channels else "stereo"
+            self.stream.codec_context.layout = aac_layout(ctx.layout)
             self.stream.bit_rate = bitrate_kbps * 1000
         self.codec_name = codec
         if start_s:

@@ -27,7 +27,7 @@ from stages.hdr import describe as describe_hdr
 from stages.hdr import is_hdr, sdr_rgb
 from stages.temporal import ModelCadence
 from stream.errors import InputError
-from stream.messages import FLAG_CARRY, FLAG_KEYFRAME, FRAME, FrameHeader, Message
+from stream.messages import FLAG_CARRY, FLAG_KEYFRAME, FLAG_WARMUP, FRAME, FrameHeader, Message
 from stream.stage import Stage
 
 
@@ -133,11 +133,20 @@ class Decoder(Stage):
         self._frame_time_base = None
         self.start_ticks = round(self.job.start_s / self.stream.time_base) if self.job.start_s else 0
         self.end_ticks = self.start_ticks + round(self.job.duration_s / self.stream.time_base) if self.job.duration_s else None
-        if self.start_ticks:
-            self.container.seek(self.start_ticks, stream=self.stream, backward=True)  # the keyframe before
+        self.warmup_ticks, self.shift_ticks = self.start_ticks, self.start_ticks
+        self.warmed = self.skipped = 0
+        segment = self.job.segment
+        if segment is not None:  # a piece of a segmented run: timestamps kept, warm-up frames before it
+            self.warmup_ticks, self.start_ticks, self.shift_ticks = segment.warmup_ticks, segment.start_ticks, 0
+            self.end_ticks = segment.end_ticks or None
+        if self.warmup_ticks > (self.stream.start_time or 0):
+            self.container.seek(self.warmup_ticks, stream=self.stream, backward=True)  # the keyframe before
         total = estimated_frame_count(self.stream)
         rate = self.stream.average_rate or self.stream.guessed_rate
-        if total and rate and (self.job.start_s or self.job.duration_s):
+        if segment is not None:
+            total = (math.ceil(float((segment.end_ticks - segment.start_ticks) * self.stream.time_base * rate))
+                     if segment.end_ticks and rate else None)
+        elif total and rate and (self.job.start_s or self.job.duration_s):
             first = self.job.start_s - float((self.stream.start_time or 0) * self.stream.time_base) if self.job.start_s else 0.0
             total = max(0, total - round(first * float(rate)))
             if self.job.duration_s:
@@ -156,13 +165,16 @@ class Decoder(Stage):
                 break
             pts, duration = self._on_stream_clock(frame.pts), self._on_stream_clock(frame.duration)
             if pts is None:
-                pts = self.start_ticks if last_pts is None else last_pts + self.frame_ticks
-            if pts < self.start_ticks - self.frame_ticks // 2:
+                pts = self.warmup_ticks if last_pts is None else last_pts + self.frame_ticks
+            if pts < self.warmup_ticks - self.frame_ticks // 2:
+                self.skipped += 1
+                self.account.frames = self.decoded + self.skipped
                 continue  # decoded from the keyframe before --start: not part of the output
             if self.end_ticks is not None and pts >= self.end_ticks - self.frame_ticks // 2:
                 break
+            warmup = pts < self.start_ticks - self.frame_ticks // 2
             last_pts = pts
-            pts -= self.start_ticks  # --start is the output's time 0
+            pts -= self.shift_ticks  # --start is the output's time 0; a segment keeps the input's clock
             self.last_frame_end_s = float((last_pts + (duration or self.frame_ticks)) * self.stream.time_base)
             if not self.hdr_note and is_hdr(frame):
                 self.hdr_note = (f"{self.job.input} is {describe_hdr(frame)}: tone-mapped to SDR BT.709 "
@@ -171,10 +183,13 @@ class Decoder(Stage):
             flags = FLAG_KEYFRAME if frame.key_frame else 0
             if self.cadence.every > 1 and not self.cadence.wants_model(grey_plane(arrays)):
                 flags |= FLAG_CARRY
+            if warmup:
+                flags |= FLAG_WARMUP
+                self.warmed += 1
             header = FrameHeader(kind=FRAME, seq=self.decoded, pts=pts, time_base=self.time_base, flags=flags,
                                  sent_at=time.time(), rotation=int(frame.rotation or 0))
             self.decoded += 1
-            self.account.frames = self.decoded
+            self.account.frames = self.decoded + self.skipped
             self.account.concealed += bool(frame.is_corrupt)
             yield Message(header, arrays)
         if self.decoded == 0 and not self.draining and self.job.start_s:
@@ -260,7 +275,8 @@ class Decoder(Stage):
     def stats(self) -> dict:
         account = getattr(self, "account", DecodeAccount())
         notes = [self.interlace_note] if getattr(self, "interlace_note", "").startswith(("deinterlaced", "interlaced")) else []
-        return {"decoded": getattr(self, "decoded", 0), "undecodable_packets": account.undecodable,
+        return {"decoded": getattr(self, "decoded", 0) - getattr(self, "warmed", 0),
+                "warmup": getattr(self, "warmed", 0), "undecodable_packets": account.undecodable,
                 "packets": account.packets, "warnings": self.warnings(), "notes": notes}
 
 

@@ -47,7 +47,7 @@ from stages.lab import chroma_planes, merge_lightness
 from stream.config import ColourSettings
 from stages.temporal import TemporalSmoother
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
-from stream.messages import FLAG_CUT_SHORT, Message
+from stream.messages import FLAG_CUT_SHORT, FLAG_WARMUP, Message
 from stream.stage import Stage
 
 PROGRESS_INTERVAL_S = 0.25
@@ -157,7 +157,8 @@ class Encoder(Stage):
                 message = self.reorder_buffer.pop(self.next_seq)
                 lightness = message.arrays["lightness"]
                 picture = self.colour_workers.submit(self._colour, lightness, message.arrays.get("ab"),
-                                                     message.arrays.get("luma"))
+                                                     message.arrays.get("luma"),
+                                                     bool(message.header.flags & FLAG_WARMUP))
                 self.colouring.append((message, picture))
                 self.next_seq += 1
                 while len(self.colouring) > self.colour_ahead:
@@ -220,14 +221,18 @@ class Encoder(Stage):
     def _written(self, picture: av.VideoFrame, message: Message) -> None:
         """Called after each frame is encoded (``picture``: the colorized yuv420p frame)."""
 
-    def _colour(self, lightness: np.ndarray, ab: np.ndarray | None, luma: np.ndarray | None) -> av.VideoFrame:
+    def _colour(self, lightness: np.ndarray, ab: np.ndarray | None, luma: np.ndarray | None,
+                warmup: bool = False) -> av.VideoFrame | None:
         """On the colour thread, frames in seq order: smoothing (or, for a frame the model skipped,
-        ``ab`` None, the colour carried along the flow), then the picture (:func:`colour_picture`)."""
+        ``ab`` None, the colour carried along the flow), then the picture (:func:`colour_picture`);
+        None for a segment's warm-up frame, which only feeds the smoother."""
         ab = self.temporal.carry(lightness) if ab is None else self.temporal.update(lightness, ab)
-        return colour_picture(lightness, ab, luma, self.config.colour)
+        return None if warmup else colour_picture(lightness, ab, luma, self.config.colour)
 
     def _write(self, message: Message, colour: Future) -> None:
         frame = colour.result()
+        if frame is None:  # a warm-up frame: smoothed, not written
+            return
         if self.output is None:
             self._open_output(message, frame.height, frame.width)
         pts = message.header.pts

@@ -42,6 +42,7 @@ from stream.tune import fit_to_machine
 
 SUBCOMMANDS = {
     # name: (module whose main(argv) -> int runs it, one-line description)
+    "batch": ("batch.cli", "colorize many files or folders, resumably, on this machine or a Ray cluster"),
     "convert-caffe": ("models.caffe.convert", "convert the reference Caffe model to ONNX"),
     "evaluate": ("models.evaluate", "measure colorization quality on a folder of colour images"),
     "evaluate-video": ("models.evaluate_video", "measure flicker and quality on a video"),
@@ -74,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "single-picture gif)")
     parser.add_argument("-o", "--output", required=True,
                         help="output: .mp4/.m4v/.mov/.mkv for video (H.264); .jpg/.png/.bmp/.tif/.webp for images")
-    parser.add_argument("--config", type=Path, help="pipeline YAML (default: built-in defaults, see configs/default.yaml)")
-    parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
+    add_setting_arguments(parser)
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
     parser.add_argument("--start", metavar="TIME",
                         help="colorize from this time of the file (seconds or [HH:]MM:SS[.ms]; frame-accurate; "
@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("-n", "--no-overwrite", action="store_true",
                         help="if the output file exists, keep it and do nothing (exit 0)")
+    parser.add_argument("--version", action="version", version=f"colorize {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    add_live_arguments(parser)
+    return parser
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the model and override the pipeline YAML (shared with ``colorize batch``)."""
+    parser.add_argument("--config", type=Path, help="pipeline YAML (default: built-in defaults, see configs/default.yaml)")
+    parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
     parser.add_argument("--saturation", metavar="S",
                         help="colour strength 0..2: 0 = grey, 1 = the model's colour (colour.saturation, default 1)")
     parser.add_argument("--crf", metavar="N", help="x264 quality 0..51, lower is better (encoder.crf, default 18)")
@@ -97,10 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (bwdif where the stream is flagged interlaced), on (every frame) or off (keep "
                              "the fields, flagged) (decoder.deinterlace, default auto)")
     parser.add_argument("--device-id", metavar="N", help="which GPU/NPU for cuda and npu (inference.device_id, default 0)")
-    parser.add_argument("--version", action="version", version=f"colorize {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
-    add_live_arguments(parser)
-    return parser
 
 
 @dataclass(frozen=True)
@@ -239,6 +245,19 @@ def one_thread_session(request: Request) -> ColorModel:
                                                      intra_op_threads=1))
 
 
+def video_job(request: Request, probe: VideoProbe, model: ColorModel, output_tmp: Path, **settings) -> Job:
+    """The :class:`Job` of a video file run: what ``request`` asks, what ``probe`` found, written to
+    ``output_tmp``; ``settings``: further :class:`Job` fields (``max_frames``, ``segment``, ...)."""
+    if "output_format" not in settings:
+        settings["output_format"] = VIDEO_FORMATS[request.output.suffix.lower()]
+    return Job(input=request.input, output_tmp=str(output_tmp), model=str(request.model),
+               frame_rate=probe.frame_rate, model_input_size=model.input_size, stream_index=request.stream_index,
+               frame_bytes=probe.frame_bytes, sample_aspect_ratio=probe.sample_aspect_ratio,
+               color_primaries=probe.color_primaries, color_trc=probe.color_trc, field_order=probe.field_order,
+               duration_s=request.duration_s,
+               start_s=probe.start_time_s + request.start_s if request.start_s else 0.0, **settings)
+
+
 def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int:
     """Colorize a video file through the stage processes; the exit code (errors are raised).
 
@@ -248,13 +267,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
     probe = probe_video(request.input, request.stream_index)
     config, auto_line = fit_to_machine(request.config, model, probe.width, probe.height, live=False)
     tmp = temporary_output(request.output)
-    job = Job(input=request.input, output_tmp=str(tmp), model=str(request.model),
-              output_format=VIDEO_FORMATS[request.output.suffix.lower()], frame_rate=probe.frame_rate,
-              model_input_size=model.input_size, stream_index=request.stream_index,
-              frame_bytes=probe.frame_bytes, max_frames=max_frames, trace_dir=trace_dir,
-              sample_aspect_ratio=probe.sample_aspect_ratio, color_primaries=probe.color_primaries,
-              color_trc=probe.color_trc, field_order=probe.field_order, duration_s=request.duration_s,
-              start_s=probe.start_time_s + request.start_s if request.start_s else 0.0)
+    job = video_job(request, probe, model, tmp, max_frames=max_frames, trace_dir=trace_dir)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:

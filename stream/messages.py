@@ -26,6 +26,7 @@ FLAG_KEYFRAME = 1
 FLAG_SCENE_CUT = 2
 FLAG_CUT_SHORT = 4  # on EOS: the source stopped early (Ctrl-C), not at the input's end
 FLAG_CARRY = 8  # the model skips this frame: its colour is carried from earlier frames (sparse inference)
+FLAG_WARMUP = 16  # before a segment's first frame: coloured so smoothing carries into the segment, not written
 
 
 @dataclass(frozen=True)

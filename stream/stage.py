@@ -38,6 +38,21 @@ COMMAND_POLL_MS = 100
 
 
 @dataclass(frozen=True)
+class SegmentBounds:
+    """One segment of a file run in pieces (:mod:`batch`), in ticks of the video stream's time base.
+
+    Frames from ``warmup_ticks`` up to ``start_ticks`` are decoded, coloured and smoothed but not
+    written, so the temporal state at the segment's first frame is what a one-piece run has there;
+    frames from ``start_ticks`` up to ``end_ticks`` (0 = the end of the stream) are written with
+    their timestamps unchanged, so the pieces join by remuxing.
+    """
+
+    warmup_ticks: int
+    start_ticks: int
+    end_ticks: int = 0
+
+
+@dataclass(frozen=True)
 class Job:
     """What this run works on, as probed and validated by the supervisor.
 
@@ -56,6 +71,7 @@ class Job:
     AVColorPrimaries / AVColorTransferCharacteristic numbers, 2 = unspecified): what the source
     signals, written into the output so players show its picture the same shape and colours;
     ``field_order`` (AVFieldOrder, 0 = unknown) for a source kept interlaced (``decoder.deinterlace: off``).
+    ``segment``: only this part of the stream, timestamps kept (:class:`SegmentBounds`); None = all.
     """
 
     input: str
@@ -77,6 +93,7 @@ class Job:
     color_trc: int = 2
     field_order: int = 0
     start_s: float = 0.0
+    segment: SegmentBounds | None = None
 
 
 @dataclass(frozen=True)

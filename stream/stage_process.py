@@ -13,7 +13,7 @@ from stream.allocator import reuse_freed_memory
 from stream.rundir import process_exists
 
 
-def _die_with_parent(stage: str) -> None:
+def die_with_parent(stage: str) -> None:
     """Ask Linux to SIGKILL this process when its parent dies, so no stage is orphaned,
     and name it ``cz-<stage>`` (as shown by ps and /proc/PID/comm)."""
     try:
@@ -31,7 +31,7 @@ def become_stage_process(name: str, supervisor_pid: int) -> None:
     that is already gone), and it reuses freed frame buffers (:mod:`stream.allocator`)."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a service manager signals the whole group
         signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent(name)
+    die_with_parent(name)
     _die_with_supervisor(supervisor_pid)
     reuse_freed_memory()
 

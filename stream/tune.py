@@ -259,11 +259,12 @@ def quick_measure(model, width: int, height: int, preset: str, cores: int) -> Me
                         preprocess=preprocess, inference=inference, encode=Cost(encode_s, encode_s))
 
 
-def fit_to_machine(config, model, width: int, height: int, live: bool):
+def fit_to_machine(config, model, width: int, height: int, live: bool, cores: int | None = None):
     """``config`` (a :class:`stream.config.PipelineConfig`) with its ``auto`` values chosen for this
     machine and this input, and one line saying what was chosen ('' when nothing was ``auto``).
     ``model``: the run's model as a one-thread :class:`models.runtime.ColorModel` session on its
-    provider and device (the one the caller opened to read the model's input size).
+    provider and device (the one the caller opened to read the model's input size). ``cores``: how
+    many cores the run may use (default: all this process may run on).
 
     * live runs: one replica each, onnxruntime's own threads, no batching (latency first);
     * GPU/NPU providers: one inference replica, batches of 8 (the device is kept busy by batches,
@@ -276,7 +277,7 @@ def fit_to_machine(config, model, width: int, height: int, live: bool):
     pending = auto_fields(config)
     if not pending:
         return config, ""
-    cores = len(os.sched_getaffinity(0))
+    cores = cores or len(os.sched_getaffinity(0))
     if live:
         choices, basis = dict(PLAIN_CHOICES), "live"
     else:
