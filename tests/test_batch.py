@@ -163,6 +163,18 @@ def test_sigkill_mid_job_then_the_same_command_reuses_finished_segments_and_give
     assert not list((outdir / ".colorize-batch" / "pieces").rglob("*.mp4")), "pieces left after the join"
 
 
+def test_a_second_run_on_the_same_outdir_leaves_the_files_the_first_is_working_on_alone(film, archive, tmp_path):
+    outdir = tmp_path / "out"
+    first = BackgroundCli("batch", film, "-o", outdir, "--segment-s", 2)
+    wait_for_pieces(outdir, 1, first.process)
+    second = run_cli("batch", film, archive / "photo.png", "-o", outdir)
+    assert second.returncode == 1
+    assert f"being colorized by another batch run ({os.uname().nodename}:{first.process.pid})" in second.stderr
+    assert second.last_error_line == "2 inputs: 1 done, 1 busy"
+    assert first.finish(timeout=300) == 0
+    assert video_facts(outdir / "film.mp4").frames == 241
+
+
 def test_a_damaged_file_fails_alone_with_its_reason_and_the_exit_code_says_so(archive, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
