@@ -23,7 +23,7 @@ DEFAULT_SEGMENT_S = 120.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream.cli import add_setting_arguments
+    from stream.cli import add_map_argument, add_setting_arguments
 
     parser = argparse.ArgumentParser(
         prog="colorize batch", usage="colorize batch INPUT... -o OUTDIR [options]",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="a video or image file, a folder, or a .txt/.lst list")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs (created)")
     add_setting_arguments(parser)
+    add_map_argument(parser)
     parser.add_argument("--jobs", type=int, metavar="N",
                         help=f"segment pipelines side by side on this machine (default: cores ÷ {CORES_PER_PIPELINE}, "
                              "at least 1)")
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> BatchSettings:
     from models.runtime import model_to_run
+    from stream.cli import parse_maps
     from stream.options import run_config
 
     outdir = Path(args.output)
@@ -60,7 +62,8 @@ def validate(args: argparse.Namespace) -> BatchSettings:
     config = run_config(args)
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     jobs = args.jobs or default_jobs(len(os.sched_getaffinity(0)))
-    return BatchSettings(outdir, Path(model), config, jobs, args.overwrite, args.segment_s, args.cluster, args.quiet)
+    return BatchSettings(outdir, Path(model), config, jobs, args.overwrite, args.segment_s, args.cluster, args.quiet,
+                         parse_maps(args.map))
 
 
 def executor_for(settings: BatchSettings):

@@ -50,6 +50,8 @@ class BatchSettings:
     segment_s: float
     cluster: str | None = None
     quiet: bool = False
+    maps: tuple = ()
+    """``--map`` rules (:class:`stages.tracks.MapRule`) for the tracks besides the video."""
 
 
 @dataclass
@@ -63,6 +65,7 @@ class FileOutcome:
     frames: int = 0
     reused: int = 0
     reason: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,7 +128,8 @@ class BatchJob:
         outcome = FileOutcome(item, output)
         key = item.relative.as_posix()
         plan_info = {"version": __version__} if item.is_image else {
-            "version": __version__, "segment_s": settings.segment_s, "warmup_frames": warmup_frames(settings.config)}
+            "version": __version__, "segment_s": settings.segment_s, "warmup_frames": warmup_frames(settings.config),
+            "maps": [rule.text for rule in settings.maps]}
         try:
             print_ = fingerprint(input_identity(item.source), model_sha256, settings.config, plan_info)
         except OSError as exc:
@@ -207,6 +211,7 @@ class BatchJob:
                 continue
             if work.outcome.status == "failed":
                 continue
+            work.outcome.warnings += [line for line in result.warnings if line not in work.outcome.warnings]
             self._store(work, index, result)
         self.on_frames(self.frames_done + sum(self.in_flight.values()), self.frames_total)
 
@@ -238,14 +243,19 @@ class BatchJob:
                 frames = 1
             else:
                 from batch.join import join_pieces
+                from stream.cli import probe_video
 
-                frames = join_pieces(pieces, str(outcome.item.source), temporary,
-                                     VIDEO_FORMATS[output.suffix.lower()], self.settings.config, work.time_base)
+                output_format, config = VIDEO_FORMATS[output.suffix.lower()], self.settings.config
+                side = probe_video(str(outcome.item.source), 0, output_format, config.encoder.audio,
+                                   self.settings.maps).side
+                outcome.warnings += [side.warning()] if side.dropped else []
+                frames = join_pieces(pieces, str(outcome.item.source), temporary, output_format, config,
+                                     work.time_base, side)
                 if frames != sum(work.frames.values()):
                     raise PipelineError(f"joined {frames} frames, the pieces hold {sum(work.frames.values())}")
             sha256 = file_sha256(temporary)
             temporary.replace(output)
-        except (PipelineError, OSError, av.error.FFmpegError) as exc:
+        except (InputError, PipelineError, OSError, av.error.FFmpegError) as exc:
             temporary.unlink(missing_ok=True)
             self._failed(outcome, work.key, f"joining the pieces failed: {exc}")
             return
@@ -278,6 +288,7 @@ def describe(outcomes: list[FileOutcome]) -> list[str]:
         reused = f" ({outcome.reused} pieces reused)" if outcome.reused else ""
         reason = f": {outcome.reason}" if outcome.reason else ""
         rows.append(f"  {outcome.status:<11} {outcome.frames:>8}  {outcome.output}{reused}{reason}")
+        rows += [f"    warning: {line}" for line in outcome.warnings]
     counts = {status: sum(o.status == status for o in outcomes)
               for status in ("done", "skipped", "failed", "busy", "interrupted")}
     totals = ", ".join(f"{count} {status}" for status, count in counts.items() if count)

@@ -4,8 +4,8 @@ Each piece is H.264 from an IDR frame on, with the input's own timestamps (:mod:
 the packets of the pieces, copied one after the other, are the whole film's video track: the same
 frame count, timestamps and duration as a one-piece run. x264 gives each packet a decoding time
 equal to an earlier frame's presentation time, so decoding times also rise across a join. The
-source's first audio track is copied (or transcoded to AAC) once here, interleaved with the video
-as the single-file encoder does (:class:`stages.audio.AudioTrack`).
+source's other tracks (audio, subtitles, timecode: :mod:`stages.tracks`) are written once here,
+interleaved with the video as the single-file encoder does.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import av
 
-from stages.audio import AudioTrack
+from stages.tracks import SidePlan, SideTracks
 from stages.output_errors import writing_output
 
 
@@ -28,14 +28,17 @@ def source_rotation(path: str, stream_index: int) -> int:
 
 
 def join_pieces(pieces: list[Path], source: str, output_tmp: Path, output_format: str, config,
-                time_base: tuple[int, int], stream_index: int = 0) -> int:
-    """Write ``pieces`` (in order) and the audio of ``source`` into ``output_tmp``; the number of
-    video frames written. ``output_format``: FFmpeg's muxer name ('mp4', 'mov', 'matroska');
-    ``config``: the run's :class:`stream.config.PipelineConfig` (its encoder's audio settings);
-    ``time_base``: the source video's, which the one-piece encoder also gives its stream."""
+                time_base: tuple[int, int], side: SidePlan, stream_index: int = 0) -> int:
+    """Write ``pieces`` (in order) and the other tracks of ``source`` that ``side`` names into
+    ``output_tmp``; the number of video frames written. ``output_format``: FFmpeg's muxer name
+    ('mp4', 'mov', 'matroska'); ``config``: the run's :class:`stream.config.PipelineConfig` (its
+    encoder's audio settings); ``time_base``: the source video's, which the one-piece encoder also
+    gives its stream."""
     encoder = config.encoder
     frames = 0
-    with writing_output(str(output_tmp)), av.open(str(output_tmp), mode="w", format=output_format) as output:
+    options = {"write_tmcd": "1"} if side.timecode and output_format == "mp4" else {}
+    with writing_output(str(output_tmp)), av.open(str(output_tmp), mode="w", format=output_format,
+                                                  options=options) as output:
         video = audio = None
         try:
             for piece in pieces:
@@ -47,8 +50,10 @@ def join_pieces(pieces: list[Path], source: str, output_tmp: Path, output_format
                         rotation = source_rotation(source, stream_index)
                         if rotation:
                             video.set_display_rotation(rotation)
-                        kind = "matroska" if output_format == "matroska" else "mp4"
-                        audio = AudioTrack(source, output, kind, encoder.audio, encoder.audio_bitrate_kbps)
+                        if side.timecode:
+                            video.metadata["timecode"] = side.timecode
+                        audio = SideTracks(source, output, output_format, side, encoder.audio,
+                                           encoder.audio_bitrate_kbps)
                     for packet in container.demux(template):
                         if packet.dts is None and packet.pts is None:
                             continue  # the demuxer's end-of-stream packet

@@ -1,4 +1,4 @@
-"""The input's first audio track, carried into the output beside the colorized video.
+"""An audio track of the input, carried into the output beside the colorized video (one per track: :mod:`stages.tracks`).
 
 The encoder opens the input a second time, audio only, and interleaves audio packets with the
 video it writes (everything up to the time of the last video frame written). Packets are copied
@@ -42,22 +42,33 @@ def aac_layout(layout) -> str:
     return layout.name
 
 
+def keep_track_tags(source_stream, output_stream) -> None:
+    """Give ``output_stream`` the language, title and disposition (default, forced, hearing
+    impaired, ...) of the input stream it carries."""
+    for key in ("language", "title"):
+        value = source_stream.metadata.get(key)
+        if value:
+            output_stream.metadata[key] = value
+    output_stream.disposition = source_stream.disposition
+
+
 def exact_seconds(seconds: float) -> Fraction:
     """Seconds as a fraction (to a microsecond), to compare with timestamps × time base exactly."""
     return Fraction(seconds).limit_denominator(1_000_000)
 
 
 class AudioTrack:
-    """Copies or transcodes the first audio stream of ``input_path`` into ``output``.
+    """Copies or transcodes one audio stream of ``input_path`` into ``output``.
 
     ``mode``: 'auto' (copy if the container takes the codec, else AAC), 'copy', 'aac' or 'none'.
+    ``stream_index``: the input stream (absolute index) to carry; None: the first audio stream.
     Inactive (``stream is None``) when the input has no audio or ``mode`` is 'none'. ``start_s``:
     where the output begins on the input's clock (``--start``): audio before it is left out and
     the rest moved to start there, to within one audio packet (about 20 ms).
     """
 
     def __init__(self, input_path: str, output, container_kind: str, mode: str, bitrate_kbps: int,
-                 start_s: float = 0.0):
+                 start_s: float = 0.0, stream_index: int | None = None):
         self.stream = None
         self.start_s = start_s
         self._start = exact_seconds(start_s)
@@ -75,7 +86,7 @@ class AudioTrack:
         if not audio:
             self.source.close()
             return
-        self.input_stream = audio[0]
+        self.input_stream = audio[0] if stream_index is None else self.source.streams[stream_index]
         codec = self.input_stream.codec_context.codec.canonical_name
         self.copy = mode == "copy" or (mode == "auto" and codec in COPYABLE.get(container_kind, set()))
         self.output = output
@@ -86,6 +97,7 @@ class AudioTrack:
             self.stream = output.add_stream("aac", rate=ctx.sample_rate or 48000)
             self.stream.codec_context.layout = aac_layout(ctx.layout)
             self.stream.bit_rate = bitrate_kbps * 1000
+        keep_track_tags(self.input_stream, self.stream)
         self.codec_name = codec
         if start_s:
             self.source.seek(round(start_s / self.input_stream.time_base), stream=self.input_stream, backward=True)

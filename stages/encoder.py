@@ -41,11 +41,11 @@ import av
 import cv2
 import numpy as np
 
-from stages.audio import AudioTrack
 from stages.deinterlace import x264_interlace_options
 from stages.lab import chroma_planes, merge_lightness
 from stream.config import ColourSettings
 from stages.temporal import TemporalSmoother
+from stages.tracks import SidePlan, SideTracks
 from stages.output_errors import fail_instead_of_dying_on_file_size_limit, writing_output
 from stream.messages import FLAG_CUT_SHORT, FLAG_WARMUP, Message
 from stream.stage import Stage
@@ -117,7 +117,7 @@ class Encoder(Stage):
         self.cut_short = False
         self.output = None
         self.video = None
-        self.audio: AudioTrack | None = None
+        self.audio: SideTracks | None = None
         self.last_pts: int | None = None
         self.last_progress = 0.0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -192,10 +192,19 @@ class Encoder(Stage):
         if message.header.rotation:
             self.video.set_display_rotation(message.header.rotation)
         self._signal_picture(self.video.codec_context)
-        kind = "matroska" if self.job.output_format == "matroska" else "mp4"
+        if self.job.timecode:
+            self.video.metadata["timecode"] = self.job.timecode
         if not self.job.live:
-            self.audio = AudioTrack(self.job.input, self.output, kind, enc.audio, enc.audio_bitrate_kbps,
-                                    start_s=self.job.start_s)
+            self.audio = SideTracks(self.job.input, self.output, self.job.output_format, self._side_plan(),
+                                    enc.audio, enc.audio_bitrate_kbps, start_s=self.job.start_s)
+
+    def _side_plan(self) -> SidePlan:
+        """The job's tracks besides the video; without a plan, the first audio track (if any)."""
+        if self.job.side_tracks is not None:
+            return SidePlan(self.job.side_tracks, self.job.timecode)
+        with av.open(self.job.input) as source:
+            audio = source.streams.audio
+            return SidePlan((audio[0].index,) if audio and self.config.encoder.audio != "none" else ())
 
     def _signal_picture(self, context) -> None:
         """Tags that make players show the picture as the source's: its pixel aspect ratio, its
@@ -213,7 +222,8 @@ class Encoder(Stage):
             context.color_trc = self.job.color_trc
 
     def _open_container(self):
-        return av.open(self.job.output_tmp, mode="w", format=self.job.output_format)
+        options = {"write_tmcd": "1"} if self.job.timecode and self.job.output_format == "mp4" else {}
+        return av.open(self.job.output_tmp, mode="w", format=self.job.output_format, options=options)
 
     def _before_encode(self, frame: av.VideoFrame) -> None:
         """Called with each frame (pts and time base set) just before it is encoded."""
@@ -292,9 +302,8 @@ class Encoder(Stage):
         if latencies:
             figures["latency_p50_ms"] = 1000 * latencies[len(latencies) // 2]
             figures["latency_p95_ms"] = 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-        if getattr(self, "audio", None) is not None and self.audio.stream is not None:
-            if self.audio.packets_written:
-                figures["audio"] = "copied" if self.audio.copy else "aac"
+        if getattr(self, "audio", None) is not None:
+            figures["audio"] = self.audio.summary()
             figures["warnings"] = self.audio.warnings(self.job.input)
         return figures
 

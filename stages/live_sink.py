@@ -40,8 +40,8 @@ JITTER_S = 0.02
 class LiveAudio:
     """Audio samples from the audio side link, encoded to AAC on the video's clock.
 
-    The same interface as :class:`stages.audio.AudioTrack`: ``stream`` (None when the source has no
-    audio), ``copy`` (always False), :meth:`write_until`, :meth:`flush`, :meth:`warnings` and :meth:`close`. The AAC
+    The same interface as :class:`stages.tracks.SideTracks`: ``stream`` (None when the source has no
+    audio), :meth:`write_until`, :meth:`flush`, :meth:`warnings`, :meth:`summary` and :meth:`close`. The AAC
     track starts at 0 and stays continuous: a gap in the samples (a reconnect) is filled with silence
     and an overlap trimmed, so audio keeps in step with the video's timestamps.
     """
@@ -49,7 +49,6 @@ class LiveAudio:
     def __init__(self, link: zmq.Socket, output, bitrate_kbps: int):
         self.link, self.output = link, output
         self.stream = None
-        self.copy = False
         self.pending: deque[tuple[int, np.ndarray]] = deque()
         self.next_sample = 0
         self.ended = False
@@ -130,6 +129,10 @@ class LiveAudio:
         for packet in packets:
             self.output.mux(packet)
             self.packets_written += 1
+
+    def summary(self) -> str | None:
+        """For the summary line: 'aac' once audio was written, else None."""
+        return "aac" if self.packets_written else None
 
     def warnings(self, source: str) -> list[str]:
         """As AudioTrack.warnings; nothing to report here (the decoder skips damaged packets)."""

@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True,
                         help="output: .mp4/.m4v/.mov/.mkv for video (H.264); .jpg/.png/.bmp/.tif/.webp for images")
     add_setting_arguments(parser)
+    add_map_argument(parser)
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
     parser.add_argument("--start", metavar="TIME",
                         help="colorize from this time of the file (seconds or [HH:]MM:SS[.ms]; frame-accurate; "
@@ -109,6 +110,14 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-id", metavar="N", help="which GPU/NPU for cuda and npu (inference.device_id, default 0)")
 
 
+def add_map_argument(parser: argparse.ArgumentParser) -> None:
+    """``--map``, FFmpeg's track selection (shared with ``colorize batch``)."""
+    parser.add_argument("--map", action="append", metavar="SPEC",
+                        help="tracks to keep besides the video, FFmpeg-style, repeatable: 0:a (all audio), a:1, "
+                             "s:m:language:eng, d (the timecode), 0:3 (stream 3), -0:s (drop subtitles); "
+                             "default: all audio, subtitles and the timecode")
+
+
 @dataclass(frozen=True)
 class Request:
     """A validated command line."""
@@ -123,6 +132,8 @@ class Request:
     start_s: float = 0.0
     duration_s: float = 0.0
     """The part of a video file to colorize (``--start``, ``--duration``); 0 = from the start, to the end."""
+    maps: tuple = ()
+    """``--map`` rules (:class:`stages.tracks.MapRule`): the other streams the output carries; () = all."""
 
 
 def validate(args: argparse.Namespace) -> Request:
@@ -154,7 +165,17 @@ def validate(args: argparse.Namespace) -> Request:
         raise InputError("--start and --duration are for videos, not still images")
     config = run_config(args)
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
-    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, start, duration)
+    maps = parse_maps(getattr(args, "map", None))
+    if is_image and maps:
+        raise InputError("--map is for videos, not still images")
+    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, start, duration, maps)
+
+
+def parse_maps(texts: list[str] | None) -> tuple:
+    """The ``--map`` options, parsed (raises InputError naming a bad one)."""
+    from stages.tracks import parse_map
+
+    return tuple(parse_map(text) for text in texts or [])
 
 
 @dataclass(frozen=True)
@@ -171,32 +192,23 @@ class VideoProbe:
     field_order: int = 0
     start_time_s: float = 0.0
     """When the video's first frame is due (seconds on the input's clock; --start counts from here)."""
-    other_streams: tuple[str, ...] = ()
-    """The input's streams besides the video colorized, in order, each as 'audio (eng)', 'subtitle', ..."""
+    side: object = None
+    """Its other streams in the output (a :class:`stages.tracks.SidePlan`), when the probe was asked."""
 
     @property
     def frame_bytes(self) -> int:
         return rgb_frame_bytes(self.width, self.height)
 
 
-def dropped_streams(probe: VideoProbe, audio_mode: str) -> str:
-    """The warning naming the input's streams the output does not carry ('' when none): every
-    stream but the colorized video and the first audio track (none with ``encoder.audio: none``)."""
-    dropped = list(probe.other_streams)
-    kinds = [name.split(" ")[0] for name in dropped]
-    if audio_mode != "none" and "audio" in kinds:
-        del dropped[kinds.index("audio")]
-    if not dropped:
-        return ""
-    kept = "the video" if audio_mode == "none" else "the video and the first audio track"
-    return f"not carried into the output: {', '.join(dropped)} (it keeps {kept})"
-
-
-def probe_video(path: str, stream_index: int) -> VideoProbe:
-    """Open the input once to check it has the video stream asked for."""
+def probe_video(path: str, stream_index: int, output_format: str = "", audio_mode: str = "auto",
+                maps: tuple = (), start_s: float = 0.0) -> VideoProbe:
+    """Open the input once to check it has the video stream asked for; with ``output_format``, also
+    plan which of its other streams that output carries (:func:`stages.tracks.plan_side_tracks`,
+    ``maps``: parsed ``--map`` rules)."""
     from stages.decoder import open_input
     from stages.deinterlace import field_order_of
     from stages.hdr import BT709, HLG_TRC, PQ_TRC
+    from stages.tracks import plan_side_tracks
 
     container = open_input(path)
     try:
@@ -208,7 +220,7 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         stream = videos[stream_index]
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(100_000)
         context = stream.codec_context
-        others = tuple(describe_stream(other) for other in container.streams if other.index != stream.index)
+        side = plan_side_tracks(container, stream, output_format, audio_mode, maps, start_s) if output_format else None
         sar = stream.sample_aspect_ratio or context.sample_aspect_ratio
         primaries, trc = int(context.color_primaries), int(context.color_trc)
         if trc in (PQ_TRC, HLG_TRC):  # tone-mapped to SDR BT.709 (stages/hdr.py): tag what is written
@@ -216,15 +228,9 @@ def probe_video(path: str, stream_index: int) -> VideoProbe:
         return VideoProbe((rate.numerator, rate.denominator), context.width, context.height,
                           (sar.numerator, sar.denominator) if sar else (0, 1),
                           primaries, trc, field_order_of(stream),
-                          float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0, others)
+                          float((stream.start_time or 0) * stream.time_base) if stream.time_base else 0.0, side)
     finally:
         container.close()
-
-
-def describe_stream(stream) -> str:
-    """'audio (eng)', 'subtitle (fra)', 'video', 'data': a stream's kind and language, for users."""
-    language = stream.metadata.get("language")
-    return f"{stream.type} ({language})" if language and language != "und" else stream.type
 
 
 def temporary_output(output: Path) -> Path:
@@ -264,10 +270,13 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
     ``max_frames`` and ``trace_dir`` go to the :class:`Job` (``colorize profile`` uses them).
     """
     model = one_thread_session(request)
-    probe = probe_video(request.input, request.stream_index)
+    output_format = VIDEO_FORMATS[request.output.suffix.lower()]
+    probe = probe_video(request.input, request.stream_index, output_format, request.config.encoder.audio,
+                        request.maps, request.start_s)
     config, auto_line = fit_to_machine(request.config, model, probe.width, probe.height, live=False)
     tmp = temporary_output(request.output)
-    job = video_job(request, probe, model, tmp, max_frames=max_frames, trace_dir=trace_dir)
+    job = video_job(request, probe, model, tmp, max_frames=max_frames, trace_dir=trace_dir,
+                    side_tracks=probe.side.tracks, timecode=probe.side.timecode)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:
@@ -283,7 +292,7 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
             print("interrupted before the first frame was written; nothing kept", file=sys.stderr)
             return interrupted_exit_code()
         raise InputError(f"no decodable video frames in {request.input}")
-    for line in [*report.warnings, *filter(None, [dropped_streams(probe, request.config.encoder.audio)])]:
+    for line in [*report.warnings, *filter(None, [probe.side.warning()])]:
         print(f"warning: {line}", file=sys.stderr)
     account = account_of(report)
     if account.lost or account.dropped:  # a file run drops nothing: any gap is a lost frame

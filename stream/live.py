@@ -113,6 +113,8 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         raise InputError(f"--stream must be 0 or more, got {args.stream}")
     if getattr(args, "start", None) is not None:
         raise InputError("--start is for files: a live source is colorized from now")
+    if getattr(args, "map", None):
+        raise InputError("--map is for files: a live run carries the video and the first audio track")
     duration = parse_duration(args.duration)
     preview = None
     if args.preview is not None:

@@ -72,6 +72,8 @@ class Job:
     signals, written into the output so players show its picture the same shape and colours;
     ``field_order`` (AVFieldOrder, 0 = unknown) for a source kept interlaced (``decoder.deinterlace: off``).
     ``segment``: only this part of the stream, timestamps kept (:class:`SegmentBounds`); None = all.
+    ``side_tracks``: the input's audio and subtitle streams (absolute indices) the output carries
+    (None: the first audio track); ``timecode``: the output's start timecode ('' = none).
     """
 
     input: str
@@ -94,6 +96,8 @@ class Job:
     field_order: int = 0
     start_s: float = 0.0
     segment: SegmentBounds | None = None
+    side_tracks: tuple[int, ...] | None = None
+    timecode: str = ""
 
 
 @dataclass(frozen=True)
