@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         resume = resume_figures(film, work / "resume", args.segment_s)
         first = resume["first_new_bytes_s"]
         print(f"\nresume after SIGKILL at {resume['reused']} of {resume['segments']} segments: "
-              f"{resume["reused"]} pieces reused, first bytes of new work "
+              f"{resume['reused']} pieces reused, first bytes of new work "
               f"{'n/a' if first is None else f'{first:.1f} s'} after the restart, at most "
               f"{resume['lost_frames_at_most']} frames done twice (the segment in flight), restarted run "
               f"{resume['restart_wall_s']:.1f} s; {' / '.join(resume['summary'])}")

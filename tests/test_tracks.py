@@ -99,7 +99,8 @@ def test_map_chooses_tracks_ffmpeg_style_and_the_rest_is_named_once(reel, tmp_pa
                                              ("subtitle", "mov_text", "eng")]
     assert warnings(result.stderr) == ["warning: not carried into the output: audio #1 (eng) (not mapped); "
                                        "video #4 (not mapped); timecode 01:00:00:00 (not mapped)"]
-    dropped = run_cli(reel, "-o", tmp_path / "no_subs.mp4", "--map", "0:a", "--map", "d", "-q")
+    without_subtitles = run_cli(reel, "-o", tmp_path / "no_subs.mp4", "--map", "0:a", "--map", "d", "-q")
+    assert without_subtitles.returncode == 0, without_subtitles.stderr
     assert [kind for kind, _, _ in streams(tmp_path / "no_subs.mp4")] == ["video", "audio", "audio", "data"]
 
 
