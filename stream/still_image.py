@@ -15,6 +15,7 @@ from models.runtime import ColorModel
 from stages.lab import merge_ab, model_input
 from stream.config import ColourSettings
 from stream.errors import InputError
+from stream.photo_metadata import EXIF_SUFFIXES, read_metadata, write_with_metadata
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 """Suffixes of still images, as inputs and as outputs."""
@@ -56,10 +57,11 @@ def colorize_image(source: Path, destination: Path, model: ColorModel,
                    colour: ColourSettings = ColourSettings()) -> tuple[int, int, list[str]]:
     """Colorize ``source`` into ``destination`` (written to a temporary name, then renamed), the
     colour put on as ``colour`` says. An alpha channel (transparency) is kept unchanged where the
-    output format has one (PNG, WebP, TIFF).
+    output format has one (PNG, WebP, TIFF), and so are EXIF, ICC profile and XMP
+    (:mod:`stream.photo_metadata`) where it holds them (JPEG, PNG, WebP, TIFF).
 
-    Returns the image's (height, width) and warnings for the user (transparency the output format
-    cannot hold). Raises InputError for an unreadable image.
+    Returns the image's (height, width) and warnings for the user (transparency or metadata the
+    output format cannot hold). Raises InputError for an unreadable image.
     """
     bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -75,9 +77,19 @@ def colorize_image(source: Path, destination: Path, model: ColorModel,
         elif (alpha < 255).any():
             warnings.append(f"{destination.suffix} has no alpha channel: the transparency of {source} is "
                             f"dropped (use .png, .webp or .tif to keep it)")
+    metadata = read_metadata(source)
+    suffix = destination.suffix.lower()
+    if metadata and suffix not in EXIF_SUFFIXES:
+        warnings.append(f"{destination.suffix} holds no photo metadata: the {metadata.names()} of {source} "
+                        "are dropped (use .jpg, .png, .webp or .tif to keep them)")
     tmp = destination.with_name(f".{destination.stem}.colorize-{os.getpid()}{destination.suffix}")
     try:
-        if not cv2.imwrite(str(tmp), result):
+        if metadata and suffix in EXIF_SUFFIXES:
+            try:
+                write_with_metadata(tmp, suffix, result, metadata)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise InputError(f"cannot write image {destination}: {exc}") from None
+        elif not cv2.imwrite(str(tmp), result):
             raise InputError(f"cannot write image {destination}")
         tmp.replace(destination)
     finally:
