@@ -2,7 +2,6 @@
 reach every output format that holds them, upright; a format that cannot is named in a warning."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
