@@ -60,6 +60,8 @@ def validate(args: argparse.Namespace) -> BatchSettings:
     if not args.segment_s > 0:
         raise InputError(f"--segment-s must be more than 0, got {args.segment_s:g}")
     config = run_config(args)
+    if config.guidance.keyframes:
+        raise InputError("guidance.keyframes: keyframes belong to one film; colorize batch takes references only")
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     jobs = args.jobs or default_jobs(len(os.sched_getaffinity(0)))
     return BatchSettings(outdir, Path(model), config, jobs, args.overwrite, args.segment_s, args.cluster, args.quiet,

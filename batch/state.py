@@ -36,6 +36,7 @@ PIXEL_SETTINGS = {
     "inference": ("every_nth_frame", "provider"),
     "encoder": ("crf", "preset", "audio", "audio_bitrate_kbps", "temporal"),
     "colour": None,  # every field
+    "guidance": ("references", "reference_strength"),
 }
 """The config keys that change an output's pixels or sound; the others (replicas, threads, queues)
 change only speed, so a job resumed with other ones still reuses its finished work."""

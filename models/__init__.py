@@ -15,6 +15,7 @@ INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asim
 """CPU features (Linux /proc/cpuinfo names) with 8-bit dot-product instructions, where onnxruntime's
 INT8 kernels beat float ones (x86 VNNI and AMX, ARM dot product)."""
 BIN_CENTRES_PATH = MODELS_DIR / "ab_bin_centres.txt"
+AB_PRIOR_PATH = Path(__file__).with_name("ab_prior.txt")
 NUM_BINS = 313
 ANNEAL_T = 0.38
 
@@ -42,6 +43,14 @@ def embedded_model(provider: str, precision: str) -> Path:
             and cpu_flags() & INT8_DOT_PRODUCT_FLAGS):
         return DEFAULT_INT8_MODEL_PATH
     return DEFAULT_MODEL_PATH
+
+
+def load_ab_prior() -> np.ndarray:
+    """How often each of the 313 ab bins occurs in the embedded model's training photos (float64,
+    313, sums to 1): the prior a colour guide re-weights against (:mod:`stages.guidance`)."""
+    prior = np.loadtxt(AB_PRIOR_PATH, dtype=np.float64, comments="#")
+    assert prior.shape == (NUM_BINS,)
+    return prior
 
 
 def load_bin_centres() -> np.ndarray:

@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from stages.deinterlace import x264_interlace_options
+from stages.guidance import KeyframeGuides, palette_from_config
 from stages.lab import chroma_planes, merge_lightness
 from stream.config import ColourSettings
 from stages.temporal import TemporalSmoother
@@ -122,6 +123,9 @@ class Encoder(Stage):
         self.last_progress = 0.0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.temporal = TemporalSmoother(self.config.encoder.temporal)
+        self.palette = palette_from_config(self.config.guidance)
+        self.guides = (KeyframeGuides.load(self.job.guide_file, self.config.guidance.keyframes)
+                       if self.job.guide_file else None)
         self.written = 0
         self.colouring: deque[tuple[Message, Future]] = deque()
         # one thread: its tasks run in submission order, which the smoother needs
@@ -158,7 +162,7 @@ class Encoder(Stage):
                 lightness = message.arrays["lightness"]
                 picture = self.colour_workers.submit(self._colour, lightness, message.arrays.get("ab"),
                                                      message.arrays.get("luma"),
-                                                     bool(message.header.flags & FLAG_WARMUP))
+                                                     bool(message.header.flags & FLAG_WARMUP), message.header.pts)
                 self.colouring.append((message, picture))
                 self.next_seq += 1
                 while len(self.colouring) > self.colour_ahead:
@@ -232,11 +236,17 @@ class Encoder(Stage):
         """Called after each frame is encoded (``picture``: the colorized yuv420p frame)."""
 
     def _colour(self, lightness: np.ndarray, ab: np.ndarray | None, luma: np.ndarray | None,
-                warmup: bool = False) -> av.VideoFrame | None:
-        """On the colour thread, frames in seq order: smoothing (or, for a frame the model skipped,
-        ``ab`` None, the colour carried along the flow), then the picture (:func:`colour_picture`);
-        None for a segment's warm-up frame, which only feeds the smoother."""
+                warmup: bool = False, pts: int = 0) -> av.VideoFrame | None:
+        """On the colour thread, frames in seq order: the palette of the keyframe that reaches this
+        frame, else of the references (``guidance.references``), on the model's colour, smoothing (or, for a frame the model skipped, ``ab`` None, the colour
+        carried along the flow), a keyframe's colour where one reaches this frame, then the picture
+        (:func:`colour_picture`); None for a segment's warm-up frame, which only feeds the smoother."""
+        palette = (self.guides.palette(pts) if self.guides is not None else None) or self.palette
+        if ab is not None and palette is not None:
+            ab = palette.apply(ab)
         ab = self.temporal.carry(lightness) if ab is None else self.temporal.update(lightness, ab)
+        if self.guides is not None:
+            ab = self.guides.blend(pts, ab)
         return None if warmup else colour_picture(lightness, ab, luma, self.config.colour)
 
     def _write(self, message: Message, colour: Future) -> None:

@@ -171,14 +171,14 @@ class TemporalSmoother:
             self.last_step = TemporalStep(scene_cut=False, cut_score=math.nan, mean_confidence=0.0)
             self._remember(lightness, ab)
             return ab.copy()
-        motion = self._motion(lightness)
+        motion = self.track(lightness)
         prev_ab = self._prev_ab
-        if scene_cut or motion is None or prev_ab.shape != ab.shape:
+        if scene_cut or motion is None or prev_ab is None or prev_ab.shape != ab.shape:
             return self._restart(ab, NO_HISTORY)
         flow, error, cut_score = motion
         if cut_score > self.config.scene_cut_threshold:
             return self._restart(ab, TemporalStep(scene_cut=True, cut_score=cut_score, mean_confidence=0.0))
-        warped_ab, inside = self._warp(prev_ab, flow)
+        warped_ab, inside = self.warp(prev_ab, flow)
         h, w = ab.shape[1:]
         error_ab = cv2.resize(error, (w, h), interpolation=cv2.INTER_AREA)
         confidence = np.exp(-np.square(error_ab * np.float32(1.0 / self.config.error_tolerance)))
@@ -196,12 +196,12 @@ class TemporalSmoother:
         size change) there is nothing to carry: the frame gets no colour (zeros, 2×1×1), which is
         why callers run the model at every possible cut (:class:`CutWatch`). Flow is estimated even
         when smoothing is off."""
-        motion = self._motion(lightness)
+        motion = self.track(lightness)
         if motion is None or self._prev_ab is None:
             self.last_step = NO_HISTORY
             return np.zeros((2, 1, 1), np.float32)
         flow, _, cut_score = motion
-        warped_ab, _ = self._warp(self._prev_ab, flow)
+        warped_ab, _ = self.warp(self._prev_ab, flow)
         self._prev_ab = warped_ab
         self.last_step = TemporalStep(scene_cut=False, cut_score=cut_score, mean_confidence=1.0)
         return warped_ab.copy()
@@ -212,15 +212,17 @@ class TemporalSmoother:
         self._prev_cdf = _lightness_cdf(self._prev_l)
         self._prev_ab = ab.copy()
 
-    def _motion(self, lightness: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """Flow from this frame to the previous one (low resolution), the motion-compensated L error
-        (L units) and the cut score; None when there is no previous frame of the same size. The
-        frame becomes the previous one."""
+    def track(self, lightness: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """Flow from this frame (``lightness`` as for :meth:`update`) to the previous one tracked
+        (float32 h×w×2 at low resolution, longer side ``flow_size``), the motion-compensated L error
+        (float32 h×w, L units) and the cut score; None when there is no previous frame of the same
+        size. The frame becomes the previous one. Also what colour guides are carried with
+        (:mod:`stages.guidance`)."""
         low = self._low_resolution(lightness)
         cdf = _lightness_cdf(low)
         prev_l, prev_cdf = self._prev_l, self._prev_cdf
         self._prev_l, self._prev_cdf = low, cdf
-        if prev_l is None or prev_l.shape != low.shape or self._prev_ab is None:
+        if prev_l is None or prev_l.shape != low.shape:
             return None
         flow = self._flow.calc(low, prev_l, None)
         fh, fw = low.shape
@@ -233,9 +235,10 @@ class TemporalSmoother:
         histogram_distance = float(np.abs(cdf - prev_cdf).sum()) * HISTOGRAM_BIN_L
         return flow, error, float(error.mean()) + histogram_distance / 3.0
 
-    def _warp(self, prev_ab: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``prev_ab`` (2×h×w) moved along ``flow`` (low-resolution, this frame → previous): the
-        warped ab (2×h×w) and where its source was inside the previous frame (bool h×w)."""
+    def warp(self, prev_ab: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``prev_ab`` (C×h×w: ab, or any stack of planes) moved along ``flow`` (low-resolution, this
+        frame → previous): the warped planes (C×h×w) and where their source was inside the previous
+        frame (bool h×w)."""
         fh, fw = flow.shape[:2]
         h, w = prev_ab.shape[1:]
         flow_ab = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
@@ -244,8 +247,8 @@ class TemporalSmoother:
         map_y = map_y + flow_ab[..., 1] * np.float32(h / fh)
         warped = cv2.remap(np.ascontiguousarray(prev_ab.transpose(1, 2, 0)), map_x, map_y,
                            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if warped.ndim == 2:  # a 2×1×1 grid comes back without its channel axis
-            warped = warped.reshape(h, w, 2)
+        if warped.ndim == 2:  # one channel, or a 2×1×1 grid, comes back without its channel axis
+            warped = warped.reshape(h, w, prev_ab.shape[0])
         inside = (map_x > -0.5) & (map_x < w - 0.5) & (map_y > -0.5) & (map_y < h - 0.5)
         return np.ascontiguousarray(warped.transpose(2, 0, 1)), inside
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output: .mp4/.m4v/.mov/.mkv for video (H.264); .jpg/.png/.bmp/.tif/.webp for images")
     add_setting_arguments(parser)
     add_map_argument(parser)
+    parser.add_argument("--keyframe", action="append", metavar="POSITION=IMAGE",
+                        help="a colour version of one frame: POSITION is a frame number (from 0) or a time "
+                             "([HH:]MM:SS[.ms], or seconds with a decimal point); its colour is carried along the "
+                             "motion to the frames around it, within the shot; repeatable (guidance.keyframes)")
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
     parser.add_argument("--start", metavar="TIME",
                         help="colorize from this time of the file (seconds or [HH:]MM:SS[.ms]; frame-accurate; "
@@ -108,6 +114,10 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (bwdif where the stream is flagged interlaced), on (every frame) or off (keep "
                              "the fields, flagged) (decoder.deinterlace, default auto)")
     parser.add_argument("--device-id", metavar="N", help="which GPU/NPU for cuda and npu (inference.device_id, default 0)")
+    parser.add_argument("--reference", action="append", metavar="IMAGE",
+                        help="a colour photograph whose palette guides the colours, repeatable (guidance.references)")
+    parser.add_argument("--reference-strength", metavar="S",
+                        help="how far colours lean toward the references: 0 = off, 1 = fully (default 1, up to 4)")
 
 
 def add_map_argument(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +144,8 @@ class Request:
     """The part of a video file to colorize (``--start``, ``--duration``); 0 = from the start, to the end."""
     maps: tuple = ()
     """``--map`` rules (:class:`stages.tracks.MapRule`): the other streams the output carries; () = all."""
+    keyframes: tuple = ()
+    """Parsed ``guidance.keyframes`` (:class:`stages.guidance.KeyframeSpec`), placed when the run starts."""
 
 
 def validate(args: argparse.Namespace) -> Request:
@@ -168,7 +180,23 @@ def validate(args: argparse.Namespace) -> Request:
     maps = parse_maps(getattr(args, "map", None))
     if is_image and maps:
         raise InputError("--map is for videos, not still images")
-    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, start, duration, maps)
+    keyframes = check_guidance(config)
+    if is_image and any(spec.frame != 0 and spec.time_s != 0 for spec in keyframes):
+        raise InputError("--keyframe for a still image: its position is 0 (the picture itself)")
+    return Request(args.input, output, model, config, is_image, args.stream, args.quiet, start, duration, maps,
+                   keyframes)
+
+
+def check_guidance(config: PipelineConfig) -> tuple:
+    """The run's keyframes, parsed, after checking every keyframe and reference image can be read
+    (InputError naming the first that cannot)."""
+    from stages.guidance import parse_keyframe, read_colour_image
+
+    for reference in config.guidance.references:
+        if not Path(reference).is_file():
+            raise InputError(f"--reference {reference}: image not found")
+        read_colour_image(Path(reference), "--reference")
+    return tuple(parse_keyframe(text) for text in config.guidance.keyframes)
 
 
 def parse_maps(texts: list[str] | None) -> tuple:
@@ -275,8 +303,36 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
                         request.maps, request.start_s)
     config, auto_line = fit_to_machine(request.config, model, probe.width, probe.height, live=False)
     tmp = temporary_output(request.output)
-    job = video_job(request, probe, model, tmp, max_frames=max_frames, trace_dir=trace_dir,
-                    side_tracks=probe.side.tracks, timecode=probe.side.timecode)
+    guide_folder = tempfile.mkdtemp(prefix="colorize-guides-") if request.keyframes else ""
+    try:
+        guide_file = keyframe_guides(request, probe, config, guide_folder) if request.keyframes else ""
+        job = video_job(request, probe, model, tmp, max_frames=max_frames, trace_dir=trace_dir,
+                        side_tracks=probe.side.tracks, timecode=probe.side.timecode, guide_file=guide_file)
+        return run_job(request, job, config, probe, auto_line)
+    finally:
+        if guide_folder:
+            shutil.rmtree(guide_folder, ignore_errors=True)
+
+
+def keyframe_guides(request: Request, probe: VideoProbe, config: PipelineConfig, folder: str) -> str:
+    """Place the request's keyframes and carry their colour (:func:`stages.guidance.build_keyframe_guides`)
+    into a file in ``folder``; its path. Raises InputError for a keyframe that does not fit the video."""
+    from stages.guidance import build_keyframe_guides
+
+    start_s = probe.start_time_s + request.start_s if request.start_s else 0.0
+    num, den = probe.sample_aspect_ratio
+    display_width = round(probe.width * num / den) if num > 0 and den > 0 else probe.width
+    guides = build_keyframe_guides(request.input, request.stream_index, list(request.keyframes),
+                                   config.encoder.temporal, config.guidance.reach_s, start_s,
+                                   (probe.width, display_width), probe.height)
+    path = Path(folder) / "keyframes.npz"
+    guides.save(path)
+    return str(path)
+
+
+def run_job(request: Request, job: Job, config: PipelineConfig, probe: VideoProbe, auto_line: str) -> int:
+    """Run a video file's :class:`Job` to its end and put the output in place; the exit code."""
+    tmp = Path(job.output_tmp)
     bar = ProgressBar(enabled=not request.quiet and sys.stderr.isatty(), label=Path(request.input).name)
     supervisor = Supervisor(job, config, on_progress=bar, on_notice=bar.notice)
     try:
@@ -319,7 +375,11 @@ def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int
 def run_image(request: Request) -> int:
     model = ColorModel(request.model, SessionSettings(provider=request.config.inference.provider,
                                                      device_id=request.config.inference.device_id))
-    height, width, warnings = colorize_image(Path(request.input), request.output, model, request.config.colour)
+    from stages.guidance import palette_from_config
+
+    keyframe = request.keyframes[-1].image if request.keyframes else None
+    height, width, warnings = colorize_image(Path(request.input), request.output, model, request.config.colour,
+                                             palette_from_config(request.config.guidance), keyframe)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     if not request.quiet:

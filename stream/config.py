@@ -320,6 +320,23 @@ class LiveConfig:
 
 
 @dataclass
+class GuidanceConfig:
+    """Colour by example (YAML section ``guidance:``; flags ``--keyframe``, ``--reference`` and
+    ``--reference-strength``; see :mod:`stages.guidance`)."""
+
+    keyframes: list[str] = field(default_factory=list)
+    """'POSITION=IMAGE' each: a frame number (0 = the first) or a time ([HH:]MM:SS[.ms], or seconds
+    written with a decimal point), and a colour version of that frame."""
+    references: list[str] = field(default_factory=list)
+    """Colour photographs whose palette guides the whole run."""
+    reference_strength: float = field(default=1.0, metadata={"min": 0.0, "max": 4.0})
+    """How far the colours lean toward the references' palette: 0 = not at all, 1 = fully."""
+    reach_s: float = field(default=10.0, metadata={"min": 0.0, "max": 600.0})
+    """How far (seconds) a keyframe's colour is carried along the flow each way, at most (it stops
+    at a cut, and fades where the flow loses track)."""
+
+
+@dataclass
 class PipelineConfig:
     """The whole pipeline. ``transport``: 'ipc' (files, one host) or 'tcp' (loopback ports).
 
@@ -334,6 +351,7 @@ class PipelineConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     colour: ColourSettings = field(default_factory=ColourSettings)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
 
 
@@ -475,10 +493,13 @@ def _convert(hint, metadata, node: yaml.Node, where: str, problems: list[str]):
             return MISSING
         return value
     if typing.get_origin(hint) is list:
+        (kind,) = typing.get_args(hint)
         if not isinstance(node, yaml.SequenceNode):
-            problems.append(f"{where}: expected a list of CPU numbers, found {_shown(node)}")
+            noun = "CPU numbers" if kind is int else "strings"
+            problems.append(f"{where}: expected a list of {noun}, found {_shown(node)}")
             return MISSING
-        items = [_scalar(int, metadata.get("item", {"min": 0}), item, where, problems) for item in node.value]
+        items = [_scalar(kind, metadata.get("item", {"min": 0} if kind is int else {}), item, where, problems)
+                 for item in node.value]
         return MISSING if MISSING in items else items
     return _scalar(hint, metadata, node, where, problems)
 

@@ -123,6 +123,8 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
         except ValueError as exc:
             raise InputError(str(exc)) from None
     config = run_config(args)
+    if config.guidance.keyframes:
+        raise InputError("--keyframe is for files and still images: a live run cannot look at the frames around one")
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     return LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
                        duration, preview)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from stream.config import PipelineConfig, load_config, with_override
 
@@ -18,6 +19,12 @@ COMMAND_LINE_OVERRIDES = {
     "precision": ("inference.precision", "--precision"),
     "deinterlace": ("decoder.deinterlace", "--deinterlace"),
     "saturation": ("colour.saturation", "--saturation"),
+    "reference_strength": ("guidance.reference_strength", "--reference-strength"),
+}
+LIST_OPTIONS = {
+    # option dest: the config list its values are added to
+    "reference": ("guidance", "references"),
+    "keyframe": ("guidance", "keyframes"),
 }
 
 
@@ -29,4 +36,10 @@ def run_config(args: argparse.Namespace) -> PipelineConfig:
         value = getattr(args, dest, None)
         if value is not None:
             config = with_override(config, key, value, flag)
+    for dest, (section, key) in LIST_OPTIONS.items():
+        values = getattr(args, dest, None)
+        if values:
+            owner = getattr(config, section)
+            config = dataclasses.replace(config, **{section: dataclasses.replace(
+                owner, **{key: [*getattr(owner, key), *values]})})
     return config

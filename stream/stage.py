@@ -74,6 +74,7 @@ class Job:
     ``segment``: only this part of the stream, timestamps kept (:class:`SegmentBounds`); None = all.
     ``side_tracks``: the input's audio and subtitle streams (absolute indices) the output carries
     (None: the first audio track); ``timecode``: the output's start timecode ('' = none).
+    ``guide_file``: keyframe colour guides for the encoder (:mod:`stages.guidance`; '' = none).
     """
 
     input: str
@@ -98,6 +99,7 @@ class Job:
     segment: SegmentBounds | None = None
     side_tracks: tuple[int, ...] | None = None
     timecode: str = ""
+    guide_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -54,20 +54,34 @@ def read_alpha(source: Path, height: int, width: int) -> np.ndarray | None:
 
 
 def colorize_image(source: Path, destination: Path, model: ColorModel,
-                   colour: ColourSettings = ColourSettings()) -> tuple[int, int, list[str]]:
+                   colour: ColourSettings = ColourSettings(), palette=None,
+                   keyframe: Path | None = None) -> tuple[int, int, list[str]]:
     """Colorize ``source`` into ``destination`` (written to a temporary name, then renamed), the
     colour put on as ``colour`` says. An alpha channel (transparency) is kept unchanged where the
     output format has one (PNG, WebP, TIFF), and so are EXIF, ICC profile and XMP
     (:mod:`stream.photo_metadata`) where it holds them (JPEG, PNG, WebP, TIFF).
 
+    ``palette``: a :class:`stages.guidance.PaletteGuide` re-weighting the model's colour toward
+    reference photos; ``keyframe``: a colour version of the image (an image file of the same
+    aspect), whose colour is used instead of the model's.
+
     Returns the image's (height, width) and warnings for the user (transparency or metadata the
-    output format cannot hold). Raises InputError for an unreadable image.
+    output format cannot hold). Raises InputError for an unreadable image or a keyframe of another aspect.
     """
     bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"not an image file OpenCV can read: {source}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    ab = model.predict_ab(model_input(rgb, model.input_size)[None])[0]
+    if keyframe is not None:
+        from stages.guidance import check_aspect, image_ab, read_colour_image
+
+        coloured = read_colour_image(keyframe, "--keyframe")
+        check_aspect(coloured, rgb.shape[1], rgb.shape[0], "--keyframe", keyframe)
+        ab = image_ab(coloured, (rgb.shape[1], rgb.shape[0]))
+    else:
+        ab = model.predict_ab(model_input(rgb, model.input_size)[None])[0]
+        if palette is not None:
+            ab = palette.apply(ab)
     result = cv2.cvtColor(merge_ab(rgb, ab, colour), cv2.COLOR_RGB2BGR)
     warnings = []
     alpha = read_alpha(source, *rgb.shape[:2])
