@@ -114,7 +114,7 @@ def _colorize_segment(task: PieceTask, temporary: Path, on_frames) -> tuple[int,
     from stream.cli import Request, one_thread_session, probe_video, video_job
     from stream.config import AUTO
     from stream.supervisor import Supervisor
-    from stream.tune import fit_to_machine
+    from stream.observe.tune import fit_to_machine
 
     config = task.config
     config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, audio="none"))

@@ -14,7 +14,7 @@ a disturbance on the shared machine spreads over all rows instead of hitting one
   process, every library on its own default threads: how the sample apps run
   (``bench_throughput.run_sequential``);
 * ``colorize`` with no ``--config`` and no ``--model``: the defaults, ``auto`` values fitted to this
-  machine and input (:func:`stream.tune.fit_to_machine`) and the embedded model's twin that
+  machine and input (:func:`stream.observe.tune.fit_to_machine`) and the embedded model's twin that
   ``inference.precision: auto`` picks here (INT8 on CPUs with VNNI), as the command does;
 * ``colorize --config configs/throughput.yaml``: the hand-tuned file;
 * the same with the embedded model's INT8 twin (``colorize quantize``'s defaults; ``--skip-int8``);

@@ -238,7 +238,7 @@ def run_pipeline(source: Path, model_path: Path, output: Path, config: PipelineC
     from stream.cli import probe_video
     from stream.stage import Job
     from stream.supervisor import Supervisor
-    from stream.tune import fit_to_machine
+    from stream.observe.tune import fit_to_machine
 
     probe = probe_video(str(source), 0)
     session = ColorModel(model_path, SessionSettings(intra_op_threads=1))

@@ -1,7 +1,7 @@
 """The ``colorize`` command.
 
     colorize INPUT -o OUTPUT [--config FILE.yaml] [--model FILE.onnx] [--stream N] [--quiet]
-    colorize rtsp://HOST/PATH -o OUTPUT [--duration S] [--preview [HOST:]PORT]   (live: stream/live.py)
+    colorize rtsp://HOST/PATH -o OUTPUT [--duration S] [--preview [HOST:]PORT]   (live: stream/live/run.py)
     colorize COMMAND ...      (convert-caffe, evaluate, quantize, bench-model, compare, devices, ...)
 
 Everything the user gives is validated here, before any stage process starts: a bad input, path,
@@ -32,7 +32,7 @@ from stream.accounting import account_of, parse_clock
 from stream.config import ConfigError, PipelineConfig
 from stream.errors import InputError, PipelineError, error_lines
 from stream.output_path import OutputLock, check_output_location, existing_output, remove_stale_temporaries
-from stream.live import add_live_arguments, is_live_run, parse_duration, refuse_live_options, run_live, validate_live
+from stream.live.run import add_live_arguments, is_live_run, parse_duration, refuse_live_options, run_live, validate_live
 from stream.memory import rgb_frame_bytes
 from stream.options import VIDEO_FORMATS, run_config
 from stream.progress import ProgressBar, summary_line
@@ -40,7 +40,7 @@ from stream.stage import Job
 from stream.stop_signals import interrupted_exit_code, stop_on_signals
 from stream.still_image import IMAGE_SUFFIXES, colorize_image, is_still_image
 from stream.supervisor import Supervisor
-from stream.tune import fit_to_machine
+from stream.observe.tune import fit_to_machine
 
 SUBCOMMANDS = {
     # name: (module whose main(argv) -> int runs it, one-line description)
@@ -52,10 +52,10 @@ SUBCOMMANDS = {
     "bench-model": ("models.bench_model", "time a model's inference (mean, p50, p99)"),
     "compare": ("models.compare", "compare two models or providers node by node"),
     "devices": ("models.providers", "list the inference providers this machine can run"),
-    "worker": ("stream.worker_cli", "join a running pipeline as a worker of its inference or preprocessor stage"),
-    "tune": ("stream.tune", "measure this machine and write a pipeline YAML suited to it"),
-    "keys": ("stream.keys", "create the CURVE keys workers on other hosts need to join a pipeline"),
-    "profile": ("stream.profile", "run the pipeline traced: per-stage timings, a Perfetto trace, advice"),
+    "worker": ("stream.scaleout.worker_cli", "join a running pipeline as a worker of its inference or preprocessor stage"),
+    "tune": ("stream.observe.tune", "measure this machine and write a pipeline YAML suited to it"),
+    "keys": ("stream.scaleout.keys", "create the CURVE keys workers on other hosts need to join a pipeline"),
+    "profile": ("stream.observe.profile", "run the pipeline traced: per-stage timings, a Perfetto trace, advice"),
 }
 
 
@@ -273,7 +273,7 @@ def partial_output(output: Path) -> Path:
 
 def one_thread_session(request: Request) -> ColorModel:
     """The run's model on its provider and device, one onnxruntime thread: to read its input size
-    and to fit ``auto`` settings (:func:`stream.tune.fit_to_machine`) before the stages start."""
+    and to fit ``auto`` settings (:func:`stream.observe.tune.fit_to_machine`) before the stages start."""
     inference = request.config.inference
     return ColorModel(request.model, SessionSettings(provider=inference.provider, device_id=inference.device_id,
                                                      intra_op_threads=1))

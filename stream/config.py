@@ -64,7 +64,7 @@ def _ranges(numbers: list[int]) -> str:
 
 AUTO = "auto"
 Auto = Literal["auto"]
-"""A value the run chooses for the machine and the input (:func:`stream.tune.fit_to_machine`)."""
+"""A value the run chooses for the machine and the input (:func:`stream.observe.tune.fit_to_machine`)."""
 
 THREADS = {"min": 0, "max": MAX_THREADS}
 REPLICAS = {"min": 0, "max": MAX_THREADS}

@@ -1,5 +1,5 @@
 """What the command line's run options mean, shared by file runs (:mod:`stream.cli`) and live runs
-(:mod:`stream.live`): the output containers by extension and the flags that override config keys."""
+(:mod:`stream.live.run`): the output containers by extension and the flags that override config keys."""
 from __future__ import annotations
 
 import argparse

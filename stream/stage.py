@@ -11,8 +11,8 @@ reports to the supervisor. The protocol:
   because with several replicas frames may still arrive after an EOS passed through; the source
   too keeps its socket open until ``stop``, so no frame in flight is lost when it finishes first.
 * Any exception becomes one ``error`` event (a single line) and a non-zero exit.
-* A leased stage (see :mod:`stream.broker`) gets its frames from its broker instead of a PULL
-  socket and returns each result to it; :mod:`stream.worker` runs that side.
+* A leased stage (see :mod:`stream.scaleout.broker`) gets its frames from its broker instead of a PULL
+  socket and returns each result to it; :mod:`stream.scaleout.worker` runs that side.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from stream.errors import InputError, PipelineError
 from stream.memory import queue_depth
 from stream.messages import Message, end_of_stream
 from stream.stage_process import become_stage_process, cpu_figures
-from stream.tracing import StageRecorder
+from stream.observe.tracing import StageRecorder
 from stream.transport import CommandListener, ControlChannel, Endpoints, Link, poll_timeout_ms
 
 COMMAND_POLL_MS = 100
@@ -66,7 +66,7 @@ class Job:
     ``frame_bytes``: size of one RGB frame as probed (0 = unknown), for the links' memory budget.
     ``max_frames``: the decoder stops after this many frames (0 = the whole input).
     ``trace_dir``: when set, every stage process records its per-frame timestamps and saves them
-    there at exit (``colorize profile``, see :mod:`stream.tracing`); empty = no tracing at all.
+    there at exit (``colorize profile``, see :mod:`stream.observe.tracing`); empty = no tracing at all.
     ``sample_aspect_ratio`` (0:1 = not signalled), ``color_primaries`` and ``color_trc`` (FFmpeg's
     AVColorPrimaries / AVColorTransferCharacteristic numbers, 2 = unspecified): what the source
     signals, written into the output so players show its picture the same shape and colours;
@@ -217,7 +217,7 @@ def run_stage(spec: StageSpec) -> None:
         control.emit("ready")
         cpu_at_ready = time.process_time()
         if leased:
-            from stream.worker import default_credit, run_local_replica
+            from stream.scaleout.worker import default_credit, run_local_replica
 
             busy += run_local_replica(stage, context, spec.endpoints.leases[spec.stage], spec.worker_id,
                                       default_credit(stage_config), commands)

@@ -1,5 +1,5 @@
 """What every process the supervisor starts does first, and what it reports last: shared by the
-stage replicas (:mod:`stream.stage`) and the brokers (:mod:`stream.broker`)."""
+stage replicas (:mod:`stream.stage`) and the brokers (:mod:`stream.scaleout.broker`)."""
 from __future__ import annotations
 
 import ctypes

@@ -9,7 +9,7 @@ and the command socket it broadcasts on. The run ends when:
 * Ctrl-C: the first asks the decoder to ``drain`` (stop reading; frames in flight are finished and
   the output stays playable); a second one aborts like a failure.
 
-Leased stages (``restart.max_restarts`` > 0 or ``workers.listen``, see :mod:`stream.broker`) get a
+Leased stages (``restart.max_restarts`` > 0 or ``workers.listen``, see :mod:`stream.scaleout.broker`) get a
 broker process (``cz-broker-<stage>``) between them and their producer. With a restart policy, a
 replica that dies (any exit but 0 or 2, without an ``error`` event of its own: a SIGKILL, a crash,
 the OOM killer) is reported to the broker (command ``lost WORKER``, so the frames it held are
@@ -37,14 +37,14 @@ import zmq
 
 from stream.config import PLAIN_CHOICES, PipelineConfig, with_choices
 from stream.errors import InputError, PipelineError
-from stream.keys import copy_hint, keys_dir
-from stream.broker import BrokerSpec, run_broker
+from stream.scaleout.keys import copy_hint, keys_dir
+from stream.scaleout.broker import BrokerSpec, run_broker
 from stream.rundir import make_run_dir, place_fork_server_socket
 from stream.stage import Job, StageSpec, run_stage, stage_class
 from stream.transport import Endpoints, make_endpoints
 
 STAGE_ORDER = ("encoder", "inference", "preprocessor", "decoder")
-PRELOADED_MODULES = ["__main__", "stream.stage", "stream.broker", "stages.decoder", "stages.preprocessor",
+PRELOADED_MODULES = ["__main__", "stream.stage", "stream.scaleout.broker", "stages.decoder", "stages.preprocessor",
                      "stages.inference", "stages.encoder", "stages.live_source", "stages.live_sink"]
 POLL_MS = 100
 STOP_GRACE_S = 3.0
@@ -118,7 +118,7 @@ class Supervisor:
     """Runs one job through the four stages. ``on_progress`` is called from the supervisor's loop.
 
     ``auto`` values still in ``config`` (the caller did not fit them to the machine with
-    :func:`stream.tune.fit_to_machine`) get :data:`stream.config.PLAIN_CHOICES`.
+    :func:`stream.observe.tune.fit_to_machine`) get :data:`stream.config.PLAIN_CHOICES`.
     """
 
     def __init__(self, job: Job, config: PipelineConfig,
@@ -127,7 +127,7 @@ class Supervisor:
                  on_live: Callable[[dict], None] | None = None):
         self.job, self.config = job, with_choices(config, PLAIN_CHOICES)
         config = self.config
-        self.on_live = on_live or (lambda event: None)  # live runs' figures and log lines (stream/live.py)
+        self.on_live = on_live or (lambda event: None)  # live runs' figures and log lines (stream/live/run.py)
         self.on_progress = on_progress or (lambda event: None)
         self.on_notice = on_notice or (lambda text: print(text, file=sys.stderr, flush=True))
         self.replicas = {"decoder": 1, "preprocessor": config.preprocessor.replicas,

@@ -25,7 +25,7 @@ hosts) connect DEALER sockets to the broker's ROUTER (``leases[stage]``, plus ``
 Workers ask for work with credit, send each result back on the same socket (the result is the
 acknowledgement) and heartbeat; the broker keeps every frame until its result is back, sends the
 frames of a lost worker again, and forwards each frame downstream exactly once. The wire protocol
-is described in :mod:`stream.broker`.
+is described in :mod:`stream.scaleout.broker`.
 """
 from __future__ import annotations
 

@@ -416,7 +416,7 @@ def test_the_preview_serves_a_bounded_number_of_viewers_and_drops_idle_connectio
     import threading
     import urllib.error
 
-    from stream.preview import IDLE_TIMEOUT_S, MAX_CLIENTS, PreviewServer
+    from stream.live.preview import IDLE_TIMEOUT_S, MAX_CLIENTS, PreviewServer
 
     server = PreviewServer("127.0.0.1", 0, f"ipc://{tmp_path}/preview.sock", figures=dict,
                            source="rtsp://camera/stream").start()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import PLAIN_CHOICES, load_config, with_choices
-from stream.profile import Profile, StageFigures, advise
+from stream.observe.profile import Profile, StageFigures, advise
 from tests.conftest import run_cli, shared_file, video_facts
 
 STAGES = ("decoder", "preprocessor", "inference", "encoder")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from stream.config import PROJECT_ROOT, ConfigError, load_config
-from stream.keys import WorkerKeys, keys_dir
+from stream.scaleout.keys import WorkerKeys, keys_dir
 from tests.conftest import BackgroundCli, run_cli, save_colour_model, shared_file, video_facts
 from tests.test_pipeline import decoded_frames, descends_from, stage_processes
 
@@ -226,7 +226,7 @@ def test_tune_measures_this_machine_and_writes_a_config_that_loads(tmp_path, slo
 
 
 def costs(decode_ms: float, preprocess_ms: float, inference_ms: float, encode_ms: float, cores: int):
-    from stream.tune import Cost, Measurements
+    from stream.observe.tune import Cost, Measurements
 
     def cost(ms):
         return Cost(ms / 1000, ms / 1000)
@@ -237,7 +237,7 @@ def costs(decode_ms: float, preprocess_ms: float, inference_ms: float, encode_ms
 
 
 def test_auto_gives_inference_replicas_in_proportion_to_its_share_of_the_work():
-    from stream.tune import plan
+    from stream.observe.tune import plan
 
     # one-thread costs measured on the 2-core development machine (embedded model, veryfast)
     at_360p, at_1080p = costs(0.4, 0.5, 11.3, 4.4, cores=2), costs(2.2, 3.3, 11.6, 23.8, cores=2)
@@ -251,7 +251,7 @@ def test_auto_values_are_fitted_to_this_machine_and_numbers_are_kept(tmp_path):
     from models import DEFAULT_MODEL_PATH
     from models.runtime import ColorModel, SessionSettings
     from stream.config import PLAIN_CHOICES, PipelineConfig, auto_fields, with_choices
-    from stream.tune import fit_to_machine
+    from stream.observe.tune import fit_to_machine
 
     model = ColorModel(DEFAULT_MODEL_PATH, SessionSettings(intra_op_threads=1))
 
@@ -289,7 +289,7 @@ def test_only_workers_holding_the_pipelines_keys_can_join(tmp_path, slow_model, 
 
     import zmq
 
-    from stream.keys import ensure_keys
+    from stream.scaleout.keys import ensure_keys
 
     output = tmp_path / "guarded.mkv"
     pipeline, endpoint = listening_run(tmp_path, "inference:\n  replicas: 1\n  workers:\n    listen: tcp://127.0.0.1:0\n",

@@ -488,11 +488,11 @@ class Broker:
 
     def _require_curve(self, context: zmq.Context) -> None:
         """Make the addresses bound from now on CURVE servers that let in only peers holding the
-        worker key (:mod:`stream.keys`; created on first use), checked by ZeroMQ's ZAP handler
+        worker key (:mod:`stream.scaleout.keys`; created on first use), checked by ZeroMQ's ZAP handler
         running on a thread of this process."""
         from zmq.auth.thread import ThreadAuthenticator
 
-        from stream.keys import ServerKeys, ensure_keys
+        from stream.scaleout.keys import ServerKeys, ensure_keys
 
         keys = ServerKeys.load(ensure_keys()[0])
         self.authenticator = ThreadAuthenticator(context)

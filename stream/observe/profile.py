@@ -4,9 +4,9 @@
 
 The run is the normal one (:func:`stream.cli.run_video`: same validation, same Supervisor, same
 stage processes) with ``Job.trace_dir`` set, so every stage process records per-frame timestamps
-(:mod:`stream.tracing`). Afterwards:
+(:mod:`stream.observe.tracing`). Afterwards:
 
-* ``--trace`` (default ``trace.json``) gets a Chrome / Perfetto trace (:mod:`stream.chrome_trace`);
+* ``--trace`` (default ``trace.json``) gets a Chrome / Perfetto trace (:mod:`stream.observe.chrome_trace`);
 * stdout gets one row per stage, over the run's window (first piece of work to last): frames, mean
   and p95 milliseconds of work per frame, and shares of each replica's time: ``busy`` (working),
   ``waiting`` (no frame to work on; for the decoder, the time after its input ended) and
@@ -31,12 +31,12 @@ from typing import get_args, get_type_hints
 
 import numpy as np
 
-from stream.chrome_trace import STAGE_ORDER, build_trace, frame_slices, in_pipeline_order
+from stream.observe.chrome_trace import STAGE_ORDER, build_trace, frame_slices, in_pipeline_order
 from stream.cli import one_thread_session, probe_video, reporting_errors, run_video, validate
 from stream.config import EncoderConfig, PipelineConfig
 from stream.errors import InputError, PipelineError
-from stream.tracing import StageRecord, load_records
-from stream.tune import fit_to_machine
+from stream.observe.tracing import StageRecord, load_records
+from stream.observe.tune import fit_to_machine
 
 X264_PRESETS = get_args(get_type_hints(EncoderConfig)["preset"])  # fastest first
 ACCELERATED_PROVIDERS = ("cuda", "npu", "openvino")

@@ -92,7 +92,7 @@ class LiveRequest:
 
 def validate_live(args: argparse.Namespace) -> LiveRequest:
     """Check a live command line; raise InputError/ConfigError/ModelError with one line."""
-    from stream.preview import parse_address
+    from stream.live.preview import parse_address
 
     if not is_network_url(args.input):
         source = Path(args.input)
@@ -230,7 +230,7 @@ def run_live(request: LiveRequest) -> int:
     monitor = LiveMonitor(notice=bar.notice, bar=bar.bar)
     preview = None
     if request.preview is not None:
-        from stream.preview import PreviewServer
+        from stream.live.preview import PreviewServer
 
         try:
             preview = PreviewServer(*request.preview, endpoint=side_endpoint(channel, "preview"),

@@ -3,9 +3,9 @@
     colorize worker --stage inference --connect tcp://HOST:PORT [--model FILE.onnx] [--config FILE.yaml]
                     [--batch-size N] [--threads N] [--credit N] [--name NAME] [--wait S]
 
-The worker connects with this installation's CURVE keys (:mod:`stream.keys`), checks that its model
+The worker connects with this installation's CURVE keys (:mod:`stream.scaleout.keys`), checks that its model
 is the pipeline's (SHA-256 sent in the welcome; without ``--model`` the embedded twin with that hash
-is taken) and runs :class:`stream.worker.LeaseLoop`. It exits 0 when the run ends (``stop``) or
+is taken) and runs :class:`stream.scaleout.worker.LeaseLoop`. It exits 0 when the run ends (``stop``) or
 when it leaves on SIGINT/SIGTERM (``bye``: the broker sends what it held to other workers), 1 if no
 broker answers within ``--wait`` seconds or the broker goes silent, and 2 for a bad option, config,
 key or model (one ``error:`` line each time).
@@ -25,8 +25,8 @@ from pathlib import Path
 import zmq
 
 from stream.allocator import reuse_freed_memory
-from stream.broker import file_sha256
-from stream.worker import LEASED_STAGES, LeaseLoop, connect, default_credit, greet
+from stream.scaleout.broker import file_sha256
+from stream.scaleout.worker import LEASED_STAGES, LeaseLoop, connect, default_credit, greet
 
 
 class _NoControl:
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
     from models import DEFAULT_INT8_MODEL_PATH, DEFAULT_MODEL_PATH
     from models.runtime import ModelError
     from stream.config import PLAIN_CHOICES, ConfigError, load_config, with_choices
-    from stream.keys import KeysError, WorkerKeys, copy_hint, keys_dir
+    from stream.scaleout.keys import KeysError, WorkerKeys, copy_hint, keys_dir
     from stream.errors import InputError, error_lines
     from stream.stage import Job, StageSpec, stage_class
     from stream.transport import Endpoints

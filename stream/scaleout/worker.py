@@ -1,7 +1,7 @@
 """Workers of a leased stage: local replicas and ``colorize worker`` processes joining from elsewhere
-(that command: :mod:`stream.worker_cli`).
+(that command: :mod:`stream.scaleout.worker_cli`).
 
-Both kinds run :class:`LeaseLoop` against the stage's broker (protocol in :mod:`stream.broker`):
+Both kinds run :class:`LeaseLoop` against the stage's broker (protocol in :mod:`stream.scaleout.broker`):
 hello → welcome → open the stage (load the model) → ready(credit) → work/result/heartbeat until
 the broker says ``stop``. The stage's hooks run on one compute thread, so the socket keeps being
 served (heartbeats, new work arriving) while a batch runs; onnxruntime and OpenCV release the GIL.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from stream.broker import BYE, FLUSH, HEARTBEAT, HELLO, READY, RESET, RESULT, STOP, WELCOME, WORK
+from stream.scaleout.broker import BYE, FLUSH, HEARTBEAT, HELLO, READY, RESET, RESULT, STOP, WELCOME, WORK
 from stream.messages import Message, decode, encode
 from stream.transport import poll_timeout_ms
 
@@ -194,7 +194,7 @@ class LeaseLoop:
 
 def connect(context: zmq.Context, endpoint: str, identity: str, keys=None) -> zmq.Socket:
     """A DEALER to the broker under the ZeroMQ identity ``identity`` (unique per process: the broker
-    keys workers by it, so two workers must never share one); ``keys`` (:class:`stream.keys.WorkerKeys`)
+    keys workers by it, so two workers must never share one); ``keys`` (:class:`stream.scaleout.keys.WorkerKeys`)
     for a broker's ``workers.listen`` address, which only CURVE clients holding them may join."""
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity.encode())

@@ -1,4 +1,4 @@
-"""The stage processes' records (:mod:`stream.tracing`) as a Chrome / Perfetto trace.
+"""The stage processes' records (:mod:`stream.observe.tracing`) as a Chrome / Perfetto trace.
 
 The result is the Trace Event Format's JSON object form, ``{"traceEvents": [...]}``, which
 https://ui.perfetto.dev and chrome://tracing open:
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream.tracing import StageRecord
+from stream.observe.tracing import StageRecord
 from stream.transport import LINKS
 
 STAGE_ORDER = ("decoder", "preprocessor", "inference", "encoder")
