@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "RAY_ADDRESS variable, else this machine without Ray)")
     parser.add_argument("--segment-s", type=float, default=DEFAULT_SEGMENT_S, metavar="S",
                         help=f"cut videos at keyframes into segments of about S seconds (default {DEFAULT_SEGMENT_S:g})")
+    parser.add_argument("--keyframe", action="append", metavar="POSITION=IMAGE",
+                        help="not for batch jobs: a keyframe belongs to one film (use colorize FILM --keyframe)")
     parser.add_argument("-y", "--overwrite", action="store_true", help="redo outputs that are already complete")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar; the summary lists failures only")
     return parser
@@ -55,12 +57,19 @@ def validate(args: argparse.Namespace) -> BatchSettings:
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"-o must be a folder: {outdir} is a file")
+    for parent in outdir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"-o {outdir}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"-o {outdir}: cannot create folders in {parent} (permission denied)")
+            break
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be 1 or more, got {args.jobs}")
     if not args.segment_s > 0:
         raise InputError(f"--segment-s must be more than 0, got {args.segment_s:g}")
     config = run_config(args)
-    if config.guidance.keyframes:
+    if config.guidance.keyframes or args.keyframe:
         raise InputError("guidance.keyframes: keyframes belong to one film; colorize batch takes references only")
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     jobs = args.jobs or default_jobs(len(os.sched_getaffinity(0)))
@@ -110,10 +119,10 @@ class JobProgress:
 
 
 def main(argv: list[str]) -> int:
-    from stream.cli import reporting_errors
+    from stream.cli import negative_maps_joined, reporting_errors
     from stream.stop_signals import interrupted_exit_code, stop_on_signals
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(negative_maps_joined(argv))
     stop_on_signals()
 
     def run() -> int:

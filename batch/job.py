@@ -116,6 +116,9 @@ class BatchJob:
             return self.outcomes
         except KeyboardInterrupt:
             self.executor.close(cancel=True)
+            for work in self.work.values():  # what an interrupted film keeps: its finished pieces
+                if work.outcome.status == "interrupted":
+                    work.outcome.frames = sum(work.frames.values())
             raise
         finally:
             self.executor.close(cancel=True)
@@ -140,6 +143,8 @@ class BatchJob:
                 outcome.status, outcome.frames = "skipped", record.frames
                 self.on_file(outcome)
                 return outcome
+        if output.is_dir():
+            return self._failed(outcome, None, f"the output path is a folder: {output}")
         if output.exists() and not settings.overwrite and record is None:
             return self._failed(outcome, None, "the output exists and was not made by this job "
                                                "(--overwrite replaces it)")
@@ -270,6 +275,9 @@ class BatchJob:
         outcome.status, outcome.reason = "failed", reason
         if key is not None:
             self.state.fail(key, reason)
+            folder = piece_folder(self.state_dir, key)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         self.on_file(outcome)
         return outcome
 
@@ -293,7 +301,7 @@ def describe(outcomes: list[FileOutcome]) -> list[str]:
               for status in ("done", "skipped", "failed", "busy", "interrupted")}
     totals = ", ".join(f"{count} {status}" for status, count in counts.items() if count)
     header = [f"  {'status':<11} {'frames':>8}  output"] if rows else []
-    return header + rows + [f"{len(outcomes)} inputs: {totals}"]
+    return header + rows + [f"{len(outcomes)} input{'s' * (len(outcomes) != 1)}: {totals}"]
 
 
 def exit_code(outcomes: list[FileOutcome]) -> int:

@@ -182,6 +182,10 @@ def resolve_keyframes(specs: list[KeyframeSpec], times: list[int], time_base: Fr
             if ticks >= times[-1] + step:
                 end = float((times[-1] + step - first) * time_base)
                 raise InputError(f"--keyframe {spec.text}: {spec.time_s:g} s is past the end of the video ({end:.2f} s)")
+        twin = next((other for other in placed if other.index == index), None)
+        if twin is not None:
+            raise InputError(f"--keyframe {twin.spec.text} and --keyframe {spec.text} are both on frame {index}: "
+                             "keep one")
         placed.append(ResolvedKeyframe(spec, index, times[index]))
     return placed
 

@@ -44,8 +44,11 @@ class MapRule:
     kind: str | None = None
     number: int | None = None
     language: str | None = None
+    everything: bool = False
 
     def matches(self, stream, number_of_kind: int) -> bool:
+        if self.everything:
+            return True
         if self.index is not None:
             return stream.index == self.index
         if stream.type != self.kind:
@@ -58,9 +61,11 @@ class MapRule:
 
 
 def parse_map(text: str) -> MapRule:
-    """A ``--map`` as users write it for FFmpeg's single input: ``0:a`` (all audio), ``a:1`` (the
-    second audio track), ``s:m:language:eng``, ``0:3`` (stream 3), ``-0:s`` (remove all subtitles);
-    ``d`` is the timecode. The ``0:`` is optional. Raises InputError otherwise."""
+    """A ``--map`` as users write it for FFmpeg's single input: ``0`` (every stream), ``0:a`` (all
+    audio), ``a:1`` (the second audio track), ``s:m:language:eng``, ``0:3`` (stream 3), ``-0:s``
+    (remove all subtitles); ``d`` is the timecode. The ``0:`` is optional. Raises InputError otherwise."""
+    if text.strip() in ("0", "-0"):
+        return MapRule(text, text.strip().startswith("-"), everything=True)
     match = MAP_PATTERN.match(text.strip())
     if not match:
         raise InputError(f"--map {text}: expected [-][0:]a|s|d[:N|:m:language:LANG] or [-][0:]INDEX")
@@ -135,20 +140,19 @@ def plan_side_tracks(container, video, output_kind: str, audio_mode: str, maps: 
         counts[stream.type] = counts.get(stream.type, 0) + 1
     timecode = source_timecode(container, video)
     timecode_streams = [s for s in others if s.type == "data" and s.metadata.get("timecode")]
+    chosen = {s.index for s in others if s.type in ("audio", "subtitle")}  # the default
+    timecode_chosen = bool(timecode)
     if maps:
-        chosen: set[int] = set()
-        timecode_chosen = False
-        for rule in maps:
+        if any(not rule.negative for rule in maps):  # as FFmpeg: given any map, only what is mapped
+            chosen, timecode_chosen = set(), False
+        for rule in maps:  # in order, so '0' then '-0:s' is everything but the subtitles
             matched = {stream.index for stream, n in numbered if rule.matches(stream, n)}
-            if rule.kind == "data" and rule.index is None and timecode:
+            if (rule.kind == "data" and rule.index is None or rule.everything) and timecode:
                 timecode_chosen = not rule.negative
-            elif not matched and not rule.negative:
+            elif not matched and not rule.negative and rule.index != video.index:
                 raise InputError(f"--map {rule.text} matches no stream of {container.name}")
             chosen = chosen - matched if rule.negative else chosen | matched
         timecode_chosen = timecode_chosen or any(s.index in chosen for s in timecode_streams)
-    else:
-        chosen = {s.index for s in others if s.type in ("audio", "subtitle")}
-        timecode_chosen = bool(timecode)
     tracks, dropped = [], []
     for stream in others:
         why = ""
@@ -230,6 +234,8 @@ class SubtitleTrack:
             if at + (packet.duration or 0) * packet.time_base <= 0:
                 continue  # over before --start
             shift = round(self.start / packet.time_base)
+            if packet.pts < shift and packet.duration:  # on screen at the cut: the part after it
+                packet.duration -= shift - packet.pts
             self._mux(packet, max(0, packet.pts - shift))
 
     def _mux(self, packet, pts: int) -> None:

@@ -123,9 +123,9 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
 def add_map_argument(parser: argparse.ArgumentParser) -> None:
     """``--map``, FFmpeg's track selection (shared with ``colorize batch``)."""
     parser.add_argument("--map", action="append", metavar="SPEC",
-                        help="tracks to keep besides the video, FFmpeg-style, repeatable: 0:a (all audio), a:1, "
-                             "s:m:language:eng, d (the timecode), 0:3 (stream 3), -0:s (drop subtitles); "
-                             "default: all audio, subtitles and the timecode")
+                        help="tracks to keep besides the video, FFmpeg-style, repeatable: 0 (all), 0:a (all audio), "
+                             "a:1, s:m:language:eng, d (the timecode), 0:3 (stream 3), -0:s (drop subtitles: alone, "
+                             "from the default); default: all audio, subtitles and the timecode")
 
 
 @dataclass(frozen=True)
@@ -395,11 +395,23 @@ def environment_failure(exc: OSError | zmq.ZMQError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
+def negative_maps_joined(argv: list[str]) -> list[str]:
+    """``--map -0:s`` as ``--map=-0:s``: argparse would take a value starting with '-' for an option."""
+    joined, waiting = [], False
+    for arg in argv:
+        if waiting and arg.startswith("-"):
+            joined[-1] = f"--map={arg}"
+        else:
+            joined.append(arg)
+        waiting = arg == "--map"
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(negative_maps_joined(argv))
     stop_on_signals()
     return reporting_errors(lambda: colorize(args))
 

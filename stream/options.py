@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from stream.config import PipelineConfig, load_config, with_override
 
@@ -28,10 +29,27 @@ LIST_OPTIONS = {
 }
 
 
+def with_paths_from(config: PipelineConfig, folder: Path) -> PipelineConfig:
+    """``config`` with the relative image paths of its ``guidance`` section taken from ``folder``
+    (the YAML file's own folder, as a file beside it would be named)."""
+    def placed(path: str) -> str:
+        return path if not path or Path(path).is_absolute() else str(folder / path)
+
+    guidance = config.guidance
+    keyframes = []
+    for text in guidance.keyframes:
+        position, separator, image = text.partition("=")
+        keyframes.append(f"{position}={placed(image.strip())}" if separator else text)
+    return dataclasses.replace(config, guidance=dataclasses.replace(
+        guidance, keyframes=keyframes, references=[placed(path) for path in guidance.references]))
+
+
 def run_config(args: argparse.Namespace) -> PipelineConfig:
     """The config file (or the defaults) with the command line's overrides, each checked like the
     YAML key it replaces; raises ConfigError."""
     config = load_config(args.config)
+    if args.config is not None:
+        config = with_paths_from(config, Path(args.config).resolve().parent)
     for dest, (key, flag) in COMMAND_LINE_OVERRIDES.items():
         value = getattr(args, dest, None)
         if value is not None:

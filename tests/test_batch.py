@@ -197,18 +197,36 @@ def test_outputs_not_made_by_the_job_are_kept_unless_overwrite(archive, tmp_path
     assert "the output exists and was not made by this job (--overwrite replaces it)" in refused.stderr
     assert (outdir / "photo.png").read_bytes() == b"someone else's file"
     replaced = run_cli("batch", archive / "photo.png", "-o", outdir, "--overwrite")
-    assert replaced.returncode == 0 and replaced.last_error_line == "1 inputs: 1 done"
+    assert replaced.returncode == 0 and replaced.last_error_line == "1 input: 1 done"
     assert (outdir / "photo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_output_path_taken_by_a_folder_fails_that_file_before_any_work(archive, tmp_path):
+    outdir = tmp_path / "out"
+    (outdir / "photo.png").mkdir(parents=True)
+    result = run_cli("batch", archive / "photo.png", "-o", outdir, "--overwrite")
+    assert result.returncode == 1
+    assert f"failed             0  {outdir / 'photo.png'}: the output path is a folder: {outdir / 'photo.png'}" \
+        in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
     (["nowhere.mp4"], "error: input not found: nowhere.mp4"),
+    (["{archive}", "--keyframe", "0=x.png"],
+     "error: guidance.keyframes: keyframes belong to one film; colorize batch takes references only"),
     (["{archive}", "--jobs", "0"], "error: --jobs must be 1 or more, got 0"),
     (["{archive}", "--segment-s", "0"], "error: --segment-s must be more than 0, got 0"),
 ])
 def test_bad_arguments_are_one_line_and_exit_code_2(archive, tmp_path, args, message):
     result = run_cli("batch", *[a.format(archive=archive) for a in args], "-o", tmp_path / "out")
     assert (result.returncode, result.stderr.strip()) == (2, message)
+
+
+def test_an_outdir_below_a_file_is_one_line_and_exit_code_2(archive, tmp_path):
+    (tmp_path / "notes").write_text("a file")
+    result = run_cli("batch", archive / "photo.png", "-o", tmp_path / "notes" / "out")
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"error: -o {tmp_path / 'notes' / 'out'}: {tmp_path / 'notes'} is a file, not a folder")
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_a_keyframe_at_a_time_lands_on_the_frame_shown_then_also_with_variable_f
                   KeyframeSpec(f"{index}", image, time_s=seconds[index])]
         expected += [index, index]
     specs.append(KeyframeSpec("frame", image, frame=25))
-    placed = resolve_keyframes(specs, times, Fraction(time_base))
+    placed = [resolve_keyframes([spec], times, Fraction(time_base))[0] for spec in specs]
     assert [p.index for p in placed] == expected + [25]
 
 
@@ -146,3 +146,22 @@ def test_a_keyframe_that_does_not_fit_is_one_line_before_any_work(two_shots, tmp
     result = run_cli(grey, "-o", tmp_path / "out.mp4", "--keyframe", keyframe.format(**names))
     assert (result.returncode, result.stderr.strip()) == (2, message.format(**names))
     assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_two_keyframes_on_one_frame_are_refused(two_shots, tmp_path):
+    colour, grey, _ = two_shots
+    frame = save_frame(colour, 10, tmp_path / "frame.png")
+    result = run_cli(grey, "-o", tmp_path / "out.mp4", "--keyframe", f"10={frame}", "--keyframe", f"0.4={frame}")
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"error: --keyframe 10={frame} and --keyframe 0.4={frame} are both on frame 10: keep one")
+
+
+def test_keyframe_images_named_in_a_yaml_file_are_found_beside_it(two_shots, tmp_path):
+    colour, grey, _ = two_shots
+    folder = tmp_path / "job"
+    folder.mkdir()
+    save_frame(colour, 10, folder / "frame10.png")
+    (folder / "guided.yaml").write_text("guidance:\n  keyframes: ['10=frame10.png']\n")
+    result = run_cli(grey, "-o", tmp_path / "out.mp4", "--config", folder / "guided.yaml", "-q")
+    assert result.returncode == 0, result.stderr
+    assert ab_distance(lab_frames(tmp_path / "out.mp4")[10], lab_frames(colour)[10]) < 2.0

@@ -104,6 +104,24 @@ def test_map_chooses_tracks_ffmpeg_style_and_the_rest_is_named_once(reel, tmp_pa
     assert [kind for kind, _, _ in streams(tmp_path / "no_subs.mp4")] == ["video", "audio", "audio", "data"]
 
 
+@pytest.mark.parametrize("maps", [["--map", "-0:s"], ["--map=-0:s"], ["--map", "0", "--map", "-0:s"]])
+def test_a_negative_map_removes_only_what_it_names(reel, tmp_path, maps):
+    result = run_cli(reel, "-o", tmp_path / "out.mp4", *maps, "-q")
+    assert result.returncode == 0, result.stderr
+    assert [kind for kind, _, _ in streams(tmp_path / "out.mp4")] == ["video", "audio", "audio", "data"]
+    assert timecode(tmp_path / "out.mp4") == "01:00:00:00"
+
+
+def test_a_cue_on_screen_at_the_start_keeps_only_its_part_after_it(reel, tmp_path):
+    result = run_cli(reel, "-o", tmp_path / "part.mkv", "--start", "1", "-q")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(tmp_path / "part.mkv")) as container:
+        stream = container.streams.subtitles[0]
+        shown = [(round(float(p.pts * p.time_base), 2), round(float(p.duration * p.time_base), 2))
+                 for p in container.demux(stream) if p.size]
+    assert shown == [(0.0, 0.5), (1.0, 1.0)]  # 0.5–1.5 s and 2–3 s of the input, from 1 s on
+
+
 def test_start_moves_subtitles_and_timecode_with_the_picture(reel, tmp_path):
     result = run_cli(reel, "-o", tmp_path / "part.mp4", "--start", "2", "-q")
     assert result.returncode == 0, result.stderr
