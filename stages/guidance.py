@@ -38,6 +38,8 @@ SPREAD = 12.0
 PRIOR_FLOOR = 1e-4
 """Added to both histograms before their ratio: bins neither side has stay neutral."""
 MAX_LOG_WEIGHT = 6.0
+LUT_RANGE, LUT_STEP = 128, 2.0
+"""The re-weighting table covers a, b in ±128 (every value Lab takes from sRGB) in 2-unit steps."""
 TRACK_TOLERANCE_L = 6.0
 """Mean motion-compensated lightness error (Lab L, 5×5 average) beyond which the flow is not trusted."""
 LOST_TRACK_KEEP = 0.3
@@ -121,10 +123,13 @@ class PaletteGuide:
         prior = self._smoothed(load_ab_prior())
         log_weight = strength * (np.log(reference + PRIOR_FLOOR) - np.log(prior + PRIOR_FLOOR))
         self.log_weight = np.clip(log_weight, -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT).astype(np.float32)
+        steps = np.arange(-LUT_RANGE, LUT_RANGE + LUT_STEP / 2, LUT_STEP, dtype=np.float32)
+        grid = np.stack(np.meshgrid(steps, steps, indexing="xy"), axis=-1).reshape(-1, 2)  # (a, b) on a grid
+        self.table = self._reweighted(grid).reshape(len(steps), len(steps), 2)
 
     def _nearest(self, ab: np.ndarray) -> np.ndarray:
-        d2 = ((ab[:, None, :] - self.centres[None]) ** 2).sum(axis=2)
-        return d2.argmin(axis=1)
+        """Index of the nearest bin centre of each ab value (float32 N×2)."""
+        return (-2 * ab @ self.centres.T + (self.centres ** 2).sum(1)).argmin(axis=1)
 
     def _smoothed(self, histogram: np.ndarray) -> np.ndarray:
         d2 = ((self.centres[:, None, :] - self.centres[None]) ** 2).sum(axis=2)
@@ -132,16 +137,25 @@ class PaletteGuide:
         smooth = kernel @ histogram
         return smooth / smooth.sum()
 
-    def apply(self, ab: np.ndarray) -> np.ndarray:
-        """Predicted ab (float32 2×h×w, Lab units) → re-weighted ab, same shape."""
-        pixels = ab.reshape(2, -1).T
+    def _reweighted(self, pixels: np.ndarray) -> np.ndarray:
+        """ab values (float32 N×2) → their re-weighted means (float32 N×2)."""
         d2 = (pixels * pixels).sum(1, keepdims=True) - 2 * pixels @ self.centres.T + (self.centres ** 2).sum(1)
         logits = -d2 / np.float32(2 * SPREAD ** 2) + self.log_weight
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
-        out = (weights @ self.centres) / weights.sum(axis=1, keepdims=True)
-        out += self.shift * (self.mean_ab - out.mean(axis=0))
-        return np.ascontiguousarray(out.T.reshape(ab.shape)).astype(np.float32)
+        return ((weights @ self.centres) / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def apply(self, ab: np.ndarray) -> np.ndarray:
+        """Predicted ab (float32 2×h×w, Lab units) → re-weighted ab, same shape. The re-weighting
+        of each ab value is read (bilinearly) from a table computed once on a 2-unit ab grid: 0.2 ms
+        for 56×56 instead of 12–24 ms."""
+        scale = np.float32(1 / LUT_STEP)
+        map_a = (np.clip(ab[0], -LUT_RANGE, LUT_RANGE) + np.float32(LUT_RANGE)) * scale
+        map_b = (np.clip(ab[1], -LUT_RANGE, LUT_RANGE) + np.float32(LUT_RANGE)) * scale
+        out = cv2.remap(self.table, map_a, map_b, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = out.reshape(ab.shape[1], ab.shape[2], 2).transpose(2, 0, 1)
+        out = out + (self.shift * (self.mean_ab - out.reshape(2, -1).mean(axis=1)))[:, None, None]
+        return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def palette_from_config(guidance) -> PaletteGuide | None:
