@@ -175,6 +175,35 @@ def test_a_second_run_on_the_same_outdir_leaves_the_files_the_first_is_working_o
     assert video_facts(outdir / "film.mp4").frames == 241
 
 
+def test_a_node_that_cannot_see_outdir_sends_its_piece_back_instead(film, tmp_path):
+    """What a Ray node without the shared folder does: the marker file is not there (or differs),
+    so the piece comes back as bytes for the driver to store, and nothing is written at the destination."""
+    from batch.piece import PieceTask, run_piece
+    from batch.segments import plan_segments, warmup_frames
+    from models.runtime import model_to_run
+    from stream.config import PipelineConfig
+
+    config = PipelineConfig()
+    segment = plan_segments(str(film), 2.0, warmup_frames(config)).segments[1]
+    (tmp_path / "marker").write_text("another job's token")
+    destination = tmp_path / "pieces" / "film-00001.mp4"
+    task = PieceTask(key="film.mp4#1", input=str(film), model=str(model_to_run(None, "cpu", "auto")), config=config,
+                     segment=segment.bounds, destination=str(destination), marker=str(tmp_path / "marker"),
+                     token="this job's token", suffix=".mp4")
+    result = run_piece(task)
+    assert result.data is not None and hashlib.sha256(result.data).hexdigest() == result.sha256
+    assert result.frames == segment.frames
+    assert not destination.exists()
+    piece = tmp_path / "piece.mp4"
+    piece.write_bytes(result.data)
+    with av.open(str(piece)) as container:
+        times = [float(frame.pts * frame.time_base) for frame in container.decode(video=0)]
+    with av.open(str(film)) as container:
+        stream = container.streams.video[0]
+        source = [float(t * stream.time_base) for t in sorted(p.pts for p in container.demux(stream) if p.size)]
+    assert times == source[50:100]  # the second 2-second segment, on the input's own clock
+
+
 def test_a_damaged_file_fails_alone_with_its_reason_and_the_exit_code_says_so(archive, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
