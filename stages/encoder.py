@@ -195,7 +195,7 @@ class Encoder(Stage):
             self.video.codec_context.thread_count = enc.threads
         if message.header.rotation:
             self.video.set_display_rotation(message.header.rotation)
-        self._signal_picture(self.video.codec_context)
+        self._signal_picture(self.video.codec_context, message.header.sample_aspect_ratio)
         if self.job.timecode:
             self.video.metadata["timecode"] = self.job.timecode
         if not self.job.live:
@@ -210,12 +210,13 @@ class Encoder(Stage):
             audio = source.streams.audio
             return SidePlan((audio[0].index,) if audio and self.config.encoder.audio != "none" else ())
 
-    def _signal_picture(self, context) -> None:
-        """Tags that make players show the picture as the source's: its pixel aspect ratio, its
-        primaries and transfer (kept: the pixels' light is the source's), and for what we wrote,
-        BT.601 limited range (the chroma matrix of :func:`stages.lab.chroma_planes` and
-        :func:`yuv420p_picture`; luma-only pictures read the same under any matrix)."""
-        num, den = self.job.sample_aspect_ratio
+    def _signal_picture(self, context, frame_sar: tuple[int, int] = (0, 1)) -> None:
+        """Tags that make players show the picture as the source's: its pixel aspect ratio (the
+        job's, as probed, else the first frame's: live sources), its primaries and transfer (kept:
+        the pixels' light is the source's), and for what we wrote, BT.601 limited range (the chroma
+        matrix of :func:`stages.lab.chroma_planes` and :func:`yuv420p_picture`; luma-only pictures
+        read the same under any matrix)."""
+        num, den = self.job.sample_aspect_ratio if self.job.sample_aspect_ratio[0] > 0 else frame_sar
         if num > 0 and den > 0 and num != den:
             context.sample_aspect_ratio = Fraction(num, den)
         context.colorspace = BT601_MATRIX

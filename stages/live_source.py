@@ -172,12 +172,14 @@ class Timeline:
 @dataclass
 class LiveFrame:
     """A decoded frame waiting to be sent: ``ticks`` on the output clock, ``arrived_at`` wall-clock s;
-    ``after_gap``: the first frame of a new connection (sent flagged as a scene cut)."""
+    ``after_gap``: the first frame of a new connection (sent flagged as a scene cut);
+    ``sample_aspect_ratio``: the pixel aspect its decoder reported (0:1 = not signalled)."""
 
     frame: av.VideoFrame
     ticks: int
     arrived_at: float
     after_gap: bool = False
+    sample_aspect_ratio: tuple[int, int] = (0, 1)
 
 
 class FrameGate:
@@ -323,6 +325,7 @@ class SourceReader(threading.Thread):
             video.codec_context.thread_count = self.decoder_threads
         audio = container.streams.audio[0] if (self.audio_rate and container.streams.audio) else None
         state = _Connection(video.time_base, audio.time_base if audio else None)
+        state.video_context = video.codec_context
         if audio is not None:  # one per connection: a new connection may bring another sample format
             state.resampler = av.AudioResampler(format="fltp", layout=self.audio_layout, rate=self.audio_rate)
         try:
@@ -367,7 +370,8 @@ class SourceReader(threading.Thread):
             now = time.time()
         self.decoded += 1
         self.arrivals.append(now)
-        self.gate.put(LiveFrame(frame, ticks, now, after_gap))
+        sar = state.video_context.sample_aspect_ratio if state.video_context is not None else None
+        self.gate.put(LiveFrame(frame, ticks, now, after_gap, (sar.numerator, sar.denominator) if sar else (0, 1)))
 
     def _pace(self, ticks: int) -> None:
         if self.pace_start is None:
@@ -444,6 +448,7 @@ class _Connection:
         self.audio_samples = 0
         self.held_audio: list[av.AudioFrame] = []
         self.resampler: av.AudioResampler | None = None
+        self.video_context = None
 
     def video_ticks(self, frame: av.VideoFrame) -> int:
         if frame.pts is not None:
@@ -521,7 +526,8 @@ class LiveDecoder(Decoder):
         frame = item.frame
         flags = (FLAG_KEYFRAME if frame.key_frame else 0) | (FLAG_SCENE_CUT if item.after_gap else 0)
         header = FrameHeader(kind=FRAME, seq=self.sent, pts=item.ticks, time_base=(1, TICKS_PER_SECOND),
-                             flags=flags, sent_at=item.arrived_at, rotation=int(frame.rotation or 0))
+                             flags=flags, sent_at=item.arrived_at, rotation=int(frame.rotation or 0),
+                             sample_aspect_ratio=item.sample_aspect_ratio)
         self.sent += 1
         self.decoded = self.reader.decoded
         return Message(header, frame_arrays(frame))

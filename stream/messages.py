@@ -47,6 +47,8 @@ class FrameHeader:
     source's units, kept through the pipeline so the output has the input's timestamps.
     ``flags``: FLAG_* bits. ``sent_at``: wall-clock time (s) the decoder emitted the frame.
     ``rotation``: display rotation in degrees from the source's display matrix (0 if none).
+    ``sample_aspect_ratio``: the source's pixel aspect (numerator, denominator; 0:1 = not signalled),
+    for outputs whose run could not probe it beforehand (live sources).
     """
 
     kind: str
@@ -56,6 +58,7 @@ class FrameHeader:
     flags: int = 0
     sent_at: float = 0.0
     rotation: int = 0
+    sample_aspect_ratio: tuple[int, int] = (0, 1)
     buffers: list[BufferSpec] = field(default_factory=list)
 
     @property
@@ -100,7 +103,7 @@ WIRE_DTYPES = {"|u1", "<u2", "<f4"}
 """The array types the pipeline sends: uint8 frames, uint16 lightness, float32 model tensors."""
 MAX_DIMS = 4
 MAX_HEADER_BYTES = 16_384
-HEADER_KEYS = {"kind", "seq", "pts", "time_base", "flags", "sent_at", "rotation", "buffers"}
+HEADER_KEYS = {"kind", "seq", "pts", "time_base", "flags", "sent_at", "rotation", "sample_aspect_ratio", "buffers"}
 
 
 def _is_int(value) -> bool:
@@ -136,6 +139,9 @@ def decode(parts: list) -> Message:
         raise MessageError("bad time base")
     if not _is_int(raw.get("flags", 0)) or not _is_int(raw.get("rotation", 0)):
         raise MessageError("bad flags or rotation")
+    sar = raw.get("sample_aspect_ratio", [0, 1])
+    if not isinstance(sar, list) or len(sar) != 2 or not all(_is_int(v) and 0 <= v < 2 ** 31 for v in sar):
+        raise MessageError("bad sample aspect ratio")
     sent_at = raw.get("sent_at", 0.0)
     if not isinstance(sent_at, (int, float)) or isinstance(sent_at, bool) or not math.isfinite(sent_at):
         raise MessageError("bad send time")
@@ -159,6 +165,7 @@ def decode(parts: list) -> Message:
         arrays[spec["name"]] = np.frombuffer(data, dtype=dtype).reshape(shape)
     fields = {k: v for k, v in raw.items() if k != "buffers"}
     fields["time_base"] = tuple(time_base)
+    fields["sample_aspect_ratio"] = tuple(sar)
     return Message(FrameHeader(**fields, buffers=specs), arrays)
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,27 @@ def test_an_rtsp_stream_is_colorized_with_its_audio(tmp_path, chaplin_server, ab
     summary = LIVE_SUMMARY.search(result.last_error_line)
     assert result.last_error_line.startswith("241 frames in ") and summary, result.stderr
     assert summary.group(1) == "0"
+
+
+def test_a_widescreen_pal_stream_keeps_its_pixel_aspect(tmp_path, gst_available, ab_model):
+    """A 720×576 camera or DVB feed with 64:45 pixels (16:9) must not come out with square pixels."""
+    source = tmp_path / "anamorphic.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=720x576:rate=25:duration=4",
+                    "-f", "lavfi", "-i", "sine=duration=4", "-vf", "setsar=64/45", "-c:v", "libx264", "-c:a", "aac",
+                    str(source)], check=True)
+    server = RtspServer(source, "aac").start()
+    try:
+        config = config_file(tmp_path, "live:\n  source:\n    on_end: stop\n")
+        output = tmp_path / "out.mp4"
+        result = run_cli(server.url, "-o", output, "--model", ab_model, "--config", config, timeout=120, tmpdir=tmp_path)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    import av
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (720, 576)
+        assert stream.sample_aspect_ratio == Fraction(64, 45)
 
 
 def test_the_source_going_away_reconnects_then_ends_cleanly_after_the_limit(tmp_path, gst_available, ab_model):
