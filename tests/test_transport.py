@@ -11,7 +11,8 @@ from stream.transport import Link, make_endpoints, poll_timeout_ms
 
 
 def echo_until_eos(inbound: str, outbound: str) -> None:
-    """Child process: relay every message from ``inbound`` to ``outbound``, EOS included."""
+    """Child process: relay every message from ``inbound`` to ``outbound``, EOS included, then wait for
+    one more message (the parent has everything) before closing."""
     context = zmq.Context()
     source = Link.receiver(context, inbound, 4)
     sink = Link.sender(context, [outbound], 4)
@@ -20,6 +21,7 @@ def echo_until_eos(inbound: str, outbound: str) -> None:
         sink.send(message)
         if message.is_eos:
             break
+    source.receive()  # as stages wait for "stop": a PUSH socket closed with frames queued may lose them
     source.close()
     sink.close()
     context.term()
@@ -64,6 +66,7 @@ def test_frames_cross_a_real_process_in_order_and_bit_exact(tmp_path):
         while not received or not received[-1].is_eos:
             assert results.socket.poll(60_000), f"echo process stopped answering (exit code {child.exitcode})"
             received.append(results.receive())
+        out.send(end_of_stream(len(sent)))  # everything arrived: the echo may close
         child.join(30)
         assert child.exitcode == 0
     finally:
