@@ -21,8 +21,9 @@ import av
 from batch.inputs import BatchItem
 from batch.piece import PieceResult, PieceTask
 from batch.segments import plan_segments, warmup_frames
-from batch.state import JobState, file_sha256, fingerprint, input_identity
+from batch.state import JobState, fingerprint, input_identity
 from stream import __version__
+from stream.checksum import file_sha256
 from stream.errors import InputError, PipelineError
 from stream.options import VIDEO_FORMATS
 
@@ -115,7 +116,6 @@ class BatchJob:
                 self._collect(self.executor.wait(list(self.handles), POLL_S))
             return self.outcomes
         except KeyboardInterrupt:
-            self.executor.close(cancel=True)
             for work in self.work.values():  # what an interrupted film keeps: its finished pieces
                 if work.outcome.status == "interrupted":
                     work.outcome.frames = sum(work.frames.values())

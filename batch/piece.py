@@ -75,7 +75,7 @@ def sees_destination(task: PieceTask) -> bool:
 def run_piece(task: PieceTask, on_frames: Callable[[str, int], None] | None = None) -> PieceResult:
     """Colorize one unit; raises InputError or PipelineError (one line each) when it fails.
     ``on_frames(key, frames_done)`` is called as the unit's frames are written."""
-    from batch.state import file_sha256
+    from stream.checksum import file_sha256
 
     if not Path(task.input).is_file():
         raise InputError(f"input not found on this node: {task.input}")

@@ -42,15 +42,6 @@ PIXEL_SETTINGS = {
 change only speed, so a job resumed with other ones still reuses its finished work."""
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def input_identity(path: Path) -> dict:
     """What identifies an input cheaply but safely: size, modification time, and a hash of its
     first and last MiB (a file replaced by another of the same size and time still differs there)."""

@@ -15,7 +15,7 @@ INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asim
 """CPU features (Linux /proc/cpuinfo names) with 8-bit dot-product instructions, where onnxruntime's
 INT8 kernels beat float ones (x86 VNNI and AMX, ARM dot product)."""
 BIN_CENTRES_PATH = MODELS_DIR / "ab_bin_centres.txt"
-AB_PRIOR_PATH = Path(__file__).with_name("ab_prior.txt")
+AB_PRIOR_PATH = MODELS_DIR / "ab_prior.txt"
 NUM_BINS = 313
 ANNEAL_T = 0.38
 
@@ -43,6 +43,15 @@ def embedded_model(provider: str, precision: str) -> Path:
             and cpu_flags() & INT8_DOT_PRODUCT_FLAGS):
         return DEFAULT_INT8_MODEL_PATH
     return DEFAULT_MODEL_PATH
+
+
+def smoothed_histogram(histogram: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
+    """A distribution over the 313 ab bins (313, any float) convolved with a Gaussian of ``sigma``
+    (ab units) over the bin centres (313×2) and renormalised: float64, 313, sums to 1. Zhang et al.
+    smooth the training prior this way before rebalancing; colour guides compare histograms so."""
+    d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1).astype(np.float64)
+    smooth = np.exp(-d2 / (2 * sigma ** 2)) @ np.asarray(histogram, np.float64)
+    return smooth / smooth.sum()
 
 
 def load_ab_prior() -> np.ndarray:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import ANNEAL_T, NUM_BINS, load_bin_centres
+from models import ANNEAL_T, NUM_BINS, load_bin_centres, smoothed_histogram
 from models.film_augment import black_bars, degrade_like_film
 from models.network import AnnealedMean, ColorNet, Decoding, ExportedColorizer
 from models.training_pack import load_pack
@@ -120,9 +120,7 @@ def ab_prior(photos: np.ndarray, nearest: np.ndarray, sample: int = 2000, seed: 
 
 def smoothed_prior(prior: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """The prior convolved with a Gaussian (σ = 5) in ab space, renormalised (float64, 313)."""
-    d2 = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1).astype(np.float64)
-    smooth = np.exp(-d2 / (2 * REBALANCE_SIGMA ** 2)) @ prior
-    return smooth / smooth.sum()
+    return smoothed_histogram(prior, centres, REBALANCE_SIGMA)
 
 
 def rebalancing_weights(prior: np.ndarray, centres: np.ndarray, power: float) -> np.ndarray:

@@ -35,6 +35,8 @@ from stream.errors import InputError
 
 SPREAD = 12.0
 """σ (ab units) of the distribution a predicted ab is spread into for re-weighting."""
+HISTOGRAM_SIGMA = 5.0
+"""Both histograms are smoothed over the bins (ab units), as Zhang et al. smooth the prior."""
 PRIOR_FLOOR = 1e-4
 """Added to both histograms before their ratio: bins neither side has stay neutral."""
 MAX_LOG_WEIGHT = 6.0
@@ -107,7 +109,7 @@ class PaletteGuide:
 
     def __init__(self, references: list[np.ndarray], strength: float):
         """``references``: RGB uint8 images; ``strength`` ≥ 0 (1 = the full ratio)."""
-        from models import load_ab_prior, load_bin_centres
+        from models import load_ab_prior, load_bin_centres, smoothed_histogram
 
         self.centres = load_bin_centres().astype(np.float32)
         histogram = np.zeros(len(self.centres))
@@ -119,8 +121,8 @@ class PaletteGuide:
             histogram += np.bincount(self._nearest(pixels[-1]), minlength=len(self.centres))
         self.mean_ab = np.concatenate(pixels).mean(axis=0).astype(np.float32)
         self.shift = np.float32(min(strength, 1.0))
-        reference = self._smoothed(histogram / histogram.sum())
-        prior = self._smoothed(load_ab_prior())
+        reference = smoothed_histogram(histogram / histogram.sum(), self.centres, HISTOGRAM_SIGMA)
+        prior = smoothed_histogram(load_ab_prior(), self.centres, HISTOGRAM_SIGMA)
         log_weight = strength * (np.log(reference + PRIOR_FLOOR) - np.log(prior + PRIOR_FLOOR))
         self.log_weight = np.clip(log_weight, -MAX_LOG_WEIGHT, MAX_LOG_WEIGHT).astype(np.float32)
         steps = np.arange(-LUT_RANGE, LUT_RANGE + LUT_STEP / 2, LUT_STEP, dtype=np.float32)
@@ -130,12 +132,6 @@ class PaletteGuide:
     def _nearest(self, ab: np.ndarray) -> np.ndarray:
         """Index of the nearest bin centre of each ab value (float32 N×2)."""
         return (-2 * ab @ self.centres.T + (self.centres ** 2).sum(1)).argmin(axis=1)
-
-    def _smoothed(self, histogram: np.ndarray) -> np.ndarray:
-        d2 = ((self.centres[:, None, :] - self.centres[None]) ** 2).sum(axis=2)
-        kernel = np.exp(-d2 / (2 * 5.0 ** 2))
-        smooth = kernel @ histogram
-        return smooth / smooth.sum()
 
     def _reweighted(self, pixels: np.ndarray) -> np.ndarray:
         """ab values (float32 N×2) → their re-weighted means (float32 N×2)."""
@@ -251,6 +247,7 @@ def build_keyframe_guides(path: str, stream_index: int, specs: list[KeyframeSpec
     import av
 
     from stages.decoder import open_input
+    from stages.temporal import shrunk_size
 
     images = []
     for spec in specs:
@@ -284,7 +281,7 @@ def build_keyframe_guides(path: str, stream_index: int, specs: list[KeyframeSpec
             if keyframe.pts not in frames:
                 raise InputError(f"--keyframe {keyframe.spec.text}: frame {keyframe.index} could not be decoded")
             at = stamps.index(keyframe.pts)
-            low_size = _flow_shape(frames[keyframe.pts], config.flow_size)
+            low_size = shrunk_size(*frames[keyframe.pts].shape[:2], config.flow_size)
             start_ab = image_ab(rgb, low_size)
             source = specs.index(keyframe.spec)
             guides.add(keyframe.pts - shift_ticks, start_ab, np.ones(start_ab.shape[1:], np.float32), source)
@@ -297,13 +294,6 @@ def build_keyframe_guides(path: str, stream_index: int, specs: list[KeyframeSpec
     finally:
         container.close()
     return guides
-
-
-def _flow_shape(lightness: np.ndarray, long_side: int) -> tuple[int, int]:
-    """(w, h) of the tracker's low-resolution frames for frames like ``lightness``."""
-    height, width = lightness.shape[:2]
-    scale = long_side / max(height, width)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class KeyframeGuides:

@@ -118,12 +118,17 @@ class ModelCadence:
         return False
 
 
+def shrunk_size(height: int, width: int, longer_side: int) -> tuple[int, int]:
+    """(width, height) of a height×width plane scaled so its longer side is ``longer_side``: the
+    size of the tracker's low-resolution frames (``flow_size``)."""
+    scale = longer_side / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _shrink_to(plane: np.ndarray, longer_side: int) -> np.ndarray:
     """A uint8 or uint16 plane area-downscaled so its longer side is ``longer_side`` (aspect kept),
     by halving while it is at least twice that, then one area resize."""
-    height, width = plane.shape[:2]
-    scale = longer_side / max(height, width)
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    target = shrunk_size(*plane.shape[:2], longer_side)
     small = plane
     while small.shape[0] >= 2 * target[1] and small.shape[1] >= 2 * target[0]:
         small = cv2.resize(small, (small.shape[1] // 2, small.shape[0] // 2), interpolation=cv2.INTER_AREA)

@@ -289,7 +289,12 @@ def video_job(request: Request, probe: VideoProbe, model: ColorModel, output_tmp
                frame_bytes=probe.frame_bytes, sample_aspect_ratio=probe.sample_aspect_ratio,
                color_primaries=probe.color_primaries, color_trc=probe.color_trc, field_order=probe.field_order,
                duration_s=request.duration_s,
-               start_s=probe.start_time_s + request.start_s if request.start_s else 0.0, **settings)
+               start_s=input_start_s(request, probe), **settings)
+
+
+def input_start_s(request: Request, probe: VideoProbe) -> float:
+    """Where ``--start`` cuts, on the input's clock (seconds; 0 = no cut)."""
+    return probe.start_time_s + request.start_s if request.start_s else 0.0
 
 
 def run_video(request: Request, max_frames: int = 0, trace_dir: str = "") -> int:
@@ -319,7 +324,7 @@ def keyframe_guides(request: Request, probe: VideoProbe, config: PipelineConfig,
     into a file in ``folder``; its path. Raises InputError for a keyframe that does not fit the video."""
     from stages.guidance import build_keyframe_guides
 
-    start_s = probe.start_time_s + request.start_s if request.start_s else 0.0
+    start_s = input_start_s(request, probe)
     num, den = probe.sample_aspect_ratio
     display_width = round(probe.width * num / den) if num > 0 and den > 0 else probe.width
     guides = build_keyframe_guides(request.input, request.stream_index, list(request.keyframes),

@@ -21,7 +21,6 @@ mis-shaped blob is an error.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from models import BIN_CENTRES_PATH, NUM_BINS, load_bin_centres
 from models.caffe.layers import (ConvGeometry, conv_geometry, deploy_layers,
                                  expected_blob_shapes, top_shape)
 from models.caffe.proto import CaffeConversionError, blob_shape, blob_to_array, parse_caffemodel, parse_prototxt
+from stream.checksum import file_sha256
 
 __all__ = ["CaffeConversionError", "ConversionReport", "convert_caffe", "main"]
 
@@ -459,14 +459,6 @@ def to_onnx(graph: CaffeGraph, metadata: dict[str, str], doc: str) -> tuple[byte
     return serialized, len(builder.nodes)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_atomically(data: bytes, output: Path) -> None:
     if output.is_dir():
         raise CaffeConversionError(f"output path is a directory: {output}")
@@ -502,9 +494,9 @@ def convert_caffe(prototxt: Path, caffemodel: Path, output: Path) -> ConversionR
     metadata = {
         "converter": "colorize convert-caffe (models.caffe.convert)",
         "source_prototxt": prototxt.name,
-        "source_prototxt_sha256": _sha256(prototxt),
+        "source_prototxt_sha256": file_sha256(prototxt),
         "source_caffemodel": caffemodel.name,
-        "source_caffemodel_sha256": _sha256(caffemodel),
+        "source_caffemodel_sha256": file_sha256(caffemodel),
         "contract": f"{INPUT_NAME} N×1×{height}×{width} (L−50) → {OUTPUT_NAME} N×2×{out_height}×{out_width} "
                     f"(annealed-mean ab)",
         "filled_defaults": "; ".join(graph.filled_defaults) or "none",

@@ -47,7 +47,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import hashlib
 import heapq
 import json
 import os
@@ -61,6 +60,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import zmq
 
+from stream.checksum import file_sha256
 from stream.config import PipelineConfig, bind_address_problem
 from stream.memory import queue_depth
 from stream.messages import FLAG_CARRY, FRAME, Message, MessageError, decode, encode
@@ -164,14 +164,6 @@ def advertised_address(bound: str, advertise: str) -> str:
     if bound.startswith("tcp://") and host.strip("[]") in ("0.0.0.0", "::", "*"):
         return f"tcp://{socket.gethostname()}:{port}"
     return bound
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Broker:

@@ -25,7 +25,7 @@ from pathlib import Path
 import zmq
 
 from stream.allocator import reuse_freed_memory
-from stream.scaleout.broker import file_sha256
+from stream.checksum import file_sha256
 from stream.scaleout.worker import LEASED_STAGES, LeaseLoop, connect, default_credit, greet
 
 
