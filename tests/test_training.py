@@ -42,6 +42,15 @@ def test_pack_holds_every_readable_photo_as_a_centred_square(tmp_path):
     assert np.abs(photos[0, 58].astype(int) - first[170, 75].astype(int)).max() <= 2
 
 
+def test_pack_of_several_folders_names_each_photo_by_its_folder(tmp_path):
+    first, second = write_photos(tmp_path / "shared", 3), write_photos(tmp_path / "extra", 2)
+    build_pack([first, second], tmp_path / "pack", side=32)
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    assert load_pack(tmp_path / "pack").shape == (5, 32, 32, 3)
+    assert manifest["photos"][0] == "shared/photo_0.png" and manifest["photos"][-1] == "extra/photo_1.jpg"
+    assert manifest["skipped"] == ["shared/broken.jpg", "extra/broken.jpg"]
+
+
 @pytest.mark.parametrize("degradation", [d for d, _ in DEGRADATIONS], ids=lambda d: d.__name__)
 def test_each_film_degradation_changes_lightness_and_keeps_its_shape(degradation):
     rng = np.random.default_rng(3)
@@ -117,3 +126,18 @@ def test_training_resumes_continues_from_shipped_weights_and_exports_a_runnable_
     assert shipped["step"] >= steps_one and len(shipped["continuations"]) in (1, 2)
     assert records[-1]["index"] == len(shipped["continuations"]) + 1
     assert records[-1]["start_step"] == shipped["step"] and records[-1]["total_steps"] > shipped["step"]
+
+
+def test_colour_balance_term_is_the_per_image_cast_in_ab_units():
+    from models import load_bin_centres
+    from models.train import colour_balance_loss
+
+    centres = torch.from_numpy(load_bin_centres()).float()
+    target_bin = int(torch.argmin((centres - torch.tensor([20.0, 10.0])).norm(dim=1)))
+    logits = torch.full((1, len(centres), 4, 4), -30.0)
+    logits[:, target_bin] = 30.0  # a confident prediction of one bin everywhere
+    predicted = centres[target_bin]
+    exact = colour_balance_loss(logits, centres, predicted[None])
+    cast = colour_balance_loss(logits, centres, (predicted - torch.tensor([6.0, 0.0]))[None])
+    assert float(exact) == pytest.approx(0.0, abs=1e-4)
+    assert float(cast) == pytest.approx(6.0 - 0.5, abs=1e-3)  # Huber with δ = 1 beyond the quadratic zone
