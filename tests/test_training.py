@@ -141,3 +141,19 @@ def test_colour_balance_term_is_the_per_image_cast_in_ab_units():
     cast = colour_balance_loss(logits, centres, (predicted - torch.tensor([6.0, 0.0]))[None])
     assert float(exact) == pytest.approx(0.0, abs=1e-4)
     assert float(cast) == pytest.approx(6.0 - 0.5, abs=1e-3)  # Huber with δ = 1 beyond the quadratic zone
+
+
+def test_extra_photos_are_rebuilt_from_clones_and_a_missing_one_is_named(tmp_path):
+    from models.extra_photos import rebuild
+
+    clone = tmp_path / "clones" / "weather" / "data" / "cloudy"
+    clone.mkdir(parents=True)
+    assert cv2.imwrite(str(clone / "c1.jpg"), np.full((400, 640, 3), 120, np.uint8))
+    listing = tmp_path / "list.tsv"
+    listing.write_text("folder/name\trepository\tcommit\tpath\n"
+                       f"sky/mwd_c1.jpg\tsomeone/weather\t{'a' * 40}\tdata/cloudy/c1.jpg\n")
+    assert rebuild(tmp_path / "clones", tmp_path / "out", listing) == 1
+    assert cv2.imread(str(tmp_path / "out" / "sky" / "mwd_c1.jpg")).shape == (200, 320, 3)
+    listing.write_text(listing.read_text() + f"sky/gone.jpg\tsomeone/weather\t{'b' * 40}\tdata/gone.jpg\n")
+    with pytest.raises(SystemExit, match=r"cannot read .*data/gone.jpg \(clone someone/weather at bbbbbbbbbbbb\)"):
+        rebuild(tmp_path / "clones", tmp_path / "out", listing)
