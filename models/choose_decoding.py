@@ -1,6 +1,6 @@
 """Choose how the trained model's bin scores are decoded, on validation photos only.
 
-    python -m models.choose_decoding runs/default/best.pt [--val DIR] [--json report.json]
+    python -m models.choose_decoding runs/default/best.pt [--val DIR] [--json report.json] [--int8]
 
 The network is run once per validation photo; each candidate decoding (annealed-mean temperature
 T, tilt β·log(prior), entropy shrink γ; :class:`models.network.Decoding`) is then scored per image
@@ -10,7 +10,12 @@ keep plain AuC no more than 1 point and PSNR no more than 0.5 dB below grayscale
 (|mean Δa*|, |mean Δb*|) ≤ 3, at most 1 image in 5 below grayscale on rebalanced AuC and a
 colourfulness of 60–110 % of the ground truth's; among those the highest rebalanced AuC wins.
 When none passes, the candidate with the smallest summed shortfall (each in units of its limit) wins.
-Needs PyTorch. Prints one line per candidate and the choice; exits 0.
+With ``--int8`` a candidate must also pass as its INT8 twin (the issue allows INT8 only where it
+meets every target, and ``inference.precision: auto`` runs the twin on CPUs with 8-bit dot
+products): passing candidates are exported, quantized with per-channel and with per-tensor weight
+scales (:func:`models.quantize.quantize_model`, default calibration) and scored with
+``colorize evaluate``'s code, best rebalanced AuC first; the first whose twin passes wins, with the
+weight scaling that passed (per-channel preferred). Needs PyTorch. Prints one line per candidate and the choice; exits 0.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import argparse
 import itertools
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +56,7 @@ def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
     returns (net, prior, info)."""
     data = torch.load(path, weights_only=False)
     weights = data.get("ema") or data["net"]
-    width = data.get("width", 32)
+    width = data.get("width") or int(weights["enc1.0.0.weight"].shape[0])  # training files hold no width
     net = ColorNet(width)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     step = data["state"]["step"] if "state" in data else data["step"]
@@ -90,18 +96,68 @@ def choose(weights: Path, val_dir: Path) -> dict:
             "chosen": best, "upsampling": upsampling}
 
 
+def twin_figures(net: ColorNet, prior: np.ndarray, decoding: Decoding, val_dir: Path, work: Path,
+                 per_channel: bool, calibration_dir: Path | None = None) -> dict:
+    """Validation figures (:meth:`PerImageSummary.brief`) of the INT8 twin of ``net`` decoded by
+    ``decoding``, quantized as ``colorize quantize`` does (``per_channel`` weight scales or one per
+    tensor; calibrated on ``calibration_dir``, by default the tool's)."""
+    from models.evaluate import evaluate_images
+    from models.quantize import DEFAULT_CALIBRATION_DIR, QuantizeSettings, quantize_model
+    from models.train import export_onnx
+
+    centres = load_bin_centres()
+    float_model, twin = work / "float.onnx", work / "int8.onnx"
+    export_onnx(net, decoding.module(torch.from_numpy(centres), log_prior_tensor(prior, centres)), float_model, {})
+    quantize_model(float_model, twin, calibration_dir or DEFAULT_CALIBRATION_DIR,
+                   settings=QuantizeSettings(per_channel=per_channel))
+    return evaluate_images(twin, val_dir).per_image.brief()
+
+
+def choose_with_twin(weights: Path, val_dir: Path, report: dict, calibration_dir: Path | None = None) -> dict:
+    """Re-choose among the passing candidates of ``report`` (from :func:`choose`) so that the INT8
+    twin passes too; adds "int8" (the passing twin's figures and weight scaling, or None when no twin
+    passes and the FP32 choice stands) and "int8_tried" (every twin scored) to the report and returns it."""
+    net, prior, _ = load_weights(weights)
+    images = report["images"]
+    passing = sorted((c for c in report["candidates"] if c["shortfall"] == 0), key=lambda c: -c["rbauc_gain"])
+    report["int8"], report["int8_tried"] = None, []
+    with tempfile.TemporaryDirectory(prefix="choose-int8-") as work:
+        for candidate in passing:
+            decoding = Decoding(candidate["temperature"], candidate["tilt_beta"], candidate["confidence_power"])
+            for per_channel in (True, False):
+                figures = twin_figures(net, prior, decoding, val_dir, Path(work), per_channel, calibration_dir)
+                record = {"temperature": decoding.temperature, "tilt_beta": decoding.tilt_beta,
+                          "confidence_power": decoding.confidence_power,
+                          "weights": "per-channel" if per_channel else "per-tensor", **figures,
+                          "shortfall": round(shortfall(figures, images), 3)}
+                print(json.dumps({"int8": record}), flush=True)
+                report["int8_tried"].append(record)
+                if record["shortfall"] == 0:
+                    report["chosen"], report["int8"] = candidate, record
+                    return report
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.choose_decoding", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", type=Path, help="best.pt / checkpoint.pt of a training workdir, or shipped weights")
     ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="validation photos (default: shared CBSD68)")
     ap.add_argument("--json", type=Path, help="write every candidate's figures and the choice here")
+    ap.add_argument("--int8", action="store_true", help="the INT8 twin of the chosen decoding must pass too")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     report = choose(args.weights, args.val)
+    if args.int8:
+        report = choose_with_twin(args.weights, args.val, report)
     chosen = report["chosen"]
     print(f"chosen: --temperature {chosen['temperature']} --tilt-beta {chosen['tilt_beta']} "
           f"--confidence-power {chosen['confidence_power']} (shortfall {chosen['shortfall']})")
+    if args.int8:
+        twin = report["int8"]
+        print("INT8 twin: none passes; the FP32 choice stands" if twin is None else
+              f"INT8 twin: quantize with {twin['weights']} weight scales"
+              f"{' (--per-tensor)' if twin['weights'] == 'per-tensor' else ''}, shortfall 0")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -286,7 +286,7 @@ def save_weights(ema: ColorNet, state: dict, prior: np.ndarray, args_width: int,
     """The shippable weights (EMA, float16) with the prior and step count: what ``--init-from`` reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    done = state["continuations"] + ([state["current"]] if state.get("current") else [])
+    done = state["continuations"] + ([{**state["current"], "end_step": state["step"]}] if state.get("current") else [])
     torch.save({"net": {k: (v.half() if v.is_floating_point() else v) for k, v in ema.state_dict().items()},
                 "width": args_width, "prior": prior, "step": state["step"], "seconds": state["seconds"],
                 "continuations": done}, tmp)

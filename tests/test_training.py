@@ -157,3 +157,30 @@ def test_extra_photos_are_rebuilt_from_clones_and_a_missing_one_is_named(tmp_pat
     listing.write_text(listing.read_text() + f"sky/gone.jpg\tsomeone/weather\t{'b' * 40}\tdata/gone.jpg\n")
     with pytest.raises(SystemExit, match=r"cannot read .*data/gone.jpg \(clone someone/weather at bbbbbbbbbbbb\)"):
         rebuild(tmp_path / "clones", tmp_path / "out", listing)
+
+
+def test_decoding_choice_with_int8_tries_each_passing_decoding_until_its_twin_passes(tmp_path):
+    from models.choose_decoding import choose_with_twin
+
+    pack = tmp_path / "pack"
+    build_pack(write_photos(tmp_path / "photos", 4), pack, side=96)
+    val = write_photos(tmp_path / "val", 2)
+    workdir = tmp_path / "run"
+    train("--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
+          "--precision", "fp32", "--workdir", str(workdir), "--minutes", "0.03")
+    for folder in (val, tmp_path / "photos"):  # quantization and evaluation refuse unreadable images
+        (folder / "broken.jpg").unlink()
+    passing = [{"temperature": 0.38, "tilt_beta": beta, "confidence_power": 0.0, "rbauc_gain": gain,
+                "shortfall": 0.0} for beta, gain in ((0.0, 1.0), (-0.1, 2.0))]
+    report = {"images": 2, "candidates": passing + [{**passing[0], "tilt_beta": 0.5, "shortfall": 0.4}],
+              "chosen": passing[1]}
+    report = choose_with_twin(workdir / "best.pt", val, report, calibration_dir=tmp_path / "photos")
+    tried = [(r["tilt_beta"], r["weights"]) for r in report["int8_tried"]]
+    passed = [r for r in report["int8_tried"] if r["shortfall"] == 0]
+    if passed:  # the first twin that passes decides, trying the best rebalanced AuC first
+        assert report["int8"] == passed[0] and tried[-1] == (passed[0]["tilt_beta"], passed[0]["weights"])
+        assert report["chosen"]["tilt_beta"] == passed[0]["tilt_beta"]
+    else:  # no twin passes: every passing FP32 decoding was tried both ways, the FP32 choice stands
+        assert tried == [(-0.1, "per-channel"), (-0.1, "per-tensor"), (0.0, "per-channel"), (0.0, "per-tensor")]
+        assert report["int8"] is None and report["chosen"] == passing[1]
+    assert all({"rbauc_gain", "delta_a", "below_gray", "shortfall"} <= set(r) for r in report["int8_tried"])
