@@ -167,7 +167,9 @@ def test_decoding_choice_with_int8_tries_each_passing_decoding_until_its_twin_pa
     val = write_photos(tmp_path / "val", 2)
     workdir = tmp_path / "run"
     train("--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
-          "--precision", "fp32", "--workdir", str(workdir), "--minutes", "0.03")
+          "--precision", "fp32", "--balance-weight", "0.05", "--workdir", str(workdir), "--minutes", "0.03")
+    start = log_records(workdir)[0]
+    assert start["event"] == "start" and start["balance_weight"] == 0.05 and start["photos"] == 4
     for folder in (val, tmp_path / "photos"):  # quantization and evaluation refuse unreadable images
         (folder / "broken.jpg").unlink()
     passing = [{"temperature": 0.38, "tilt_beta": beta, "confidence_power": 0.0, "rbauc_gain": gain,
