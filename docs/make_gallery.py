@@ -48,18 +48,15 @@ def colorized(model: ColorModel, rgb: np.ndarray) -> np.ndarray:
     return merge_ab(rgb, model.predict_ab(model_input(rgb, model.input_size)[None])[0])
 
 
-def film_frames(path: Path, count: int) -> list[tuple[int, np.ndarray]]:
-    """``count`` evenly spaced (index, RGB frame) pairs of a video."""
-    with av.open(str(path)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+def film_frames(frames: list[np.ndarray], count: int) -> list[tuple[int, np.ndarray]]:
+    """``count`` evenly spaced (index, RGB frame) pairs of a film's frames."""
     picks = np.linspace(0, len(frames) - 1, count + 2)[1:-1].round().astype(int)
     return [(int(i), frames[i]) for i in picks]
 
 
-def film_redness(model: ColorModel, path: Path) -> tuple[float, float, float]:
+def film_redness(model: ColorModel, frames: list[np.ndarray]) -> tuple[float, float, float]:
     """(mean a*, % of pixels with a* > 15, % with a* > 10) of the model's ab over every frame of a film."""
-    with av.open(str(path)) as container:
-        inputs = [model_input(f.to_ndarray(format="rgb24"), model.input_size) for f in container.decode(video=0)]
+    inputs = [model_input(rgb, model.input_size) for rgb in frames]
     a = np.concatenate([model.predict_ab(np.stack(inputs[i:i + 16]))[:, 0] for i in range(0, len(inputs), 16)])
     return float(a.mean()), float(100 * (a > 15).mean()), float(100 * (a > 10).mean())
 
@@ -89,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                      [thumbnail(grey(rgb)), thumbnail(colorized(model, rgb)), thumbnail(rgb)]))
     write_jpeg(GALLERY / "cbsd68.jpg", contact_sheet(rows))
 
+    with av.open(str(film)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     rows = [([f"chaplin.mp4 frame {index}", "colorized"], [thumbnail(rgb), thumbnail(colorized(model, rgb))])
-            for index, rgb in film_frames(film, FILM_FRAMES)]
+            for index, rgb in film_frames(frames, FILM_FRAMES)]
     write_jpeg(GALLERY / "chaplin.jpg", contact_sheet(rows))
-    mean_a, above_15, above_10 = film_redness(model, film)
+    mean_a, above_15, above_10 = film_redness(model, frames)
     print(f"chaplin.mp4, every frame: mean a* {mean_a:+.2f}, {above_15:.1f} % of pixels above a* 15, "
           f"{above_10:.1f} % above a* 10")
     return 0

@@ -15,7 +15,8 @@ meets every target, and ``inference.precision: auto`` runs the twin on CPUs with
 products): passing candidates are exported, quantized with per-channel and with per-tensor weight
 scales (:func:`models.quantize.quantize_model`, default calibration) and scored with
 ``colorize evaluate``'s code, best rebalanced AuC first; the first whose twin passes wins, with the
-weight scaling that passed (per-channel preferred). Needs PyTorch. Prints one line per candidate and the choice; exits 0.
+weight scaling that passed (per-channel preferred).
+Needs PyTorch. Prints one line per candidate and the choice; exits 0.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ import torch
 
 from models import load_bin_centres
 from models.network import ColorNet, Decoding
-from models.train import DEFAULT_VAL, decoded_figures, load_validation, log_prior_tensor, validation_logits
+from models.train import (CAST_BOUND, DEFAULT_VAL, cast_excess, decoded_figures, load_validation, log_prior_tensor,
+                          validation_logits)
 from stream.config import ColourSettings
 
 TEMPERATURES = (0.38, 0.5, 0.6)
@@ -43,8 +45,7 @@ def shortfall(figures: dict, images: int) -> float:
     """How far validation figures (:meth:`PerImageSummary.brief`) are outside the hard limits; 0 = inside."""
     over = [max(0.0, -1.0 - figures["auc_gain"]) / 1.0,
             max(0.0, -0.5 - figures["psnr_gain"]) / 0.5,
-            max(0.0, abs(figures["delta_a"]) - 3.0) / 3.0,
-            max(0.0, abs(figures["delta_b"]) - 3.0) / 3.0,
+            cast_excess(figures) / CAST_BOUND,
             max(0.0, figures["below_gray"] - images / 5) / (images / 5),
             max(0.0, 60.0 - figures["colourfulness_pct"]) / 60.0,
             max(0.0, figures["colourfulness_pct"] - 110.0) / 110.0]
