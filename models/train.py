@@ -24,7 +24,10 @@ Method:
     not stop the validation cast drifting in continuations (``models/training_log.jsonl``);
   * AdamW, cosine learning-rate decay over the continuation's wall-clock budget after a 200-step
     warm-up; an exponential moving average (EMA, 0.999) of the weights is what gets validated and
-    shipped; bfloat16 autocast on CPUs with native bfloat16 (on this AVX-512 BF16 CPU a step
+    shipped. Averaged weights need batch-norm statistics of their own: before each validation
+    they are estimated on ``BN_CALIBRATION_BATCHES`` × batch whole training photos at 224×224 (as
+    the pipeline feeds the model; film degradations with ``--film-prob``), and that network is what
+    gets scored, kept as best and exported; bfloat16 autocast on CPUs with native bfloat16 (on this AVX-512 BF16 CPU a step
     takes 0.58× the float32 time; channels-last was no faster).
 
 Resumable: ``WORKDIR/checkpoint.pt`` (weights, EMA, optimiser, sampler state, the continuation's
@@ -44,6 +47,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -67,6 +71,8 @@ BARS_PROBABILITY = 0.15
 EMA_DECAY = 0.999
 SAVE_EVERY_S = 240
 CAST_BOUND = 3.0
+BN_CALIBRATION_BATCHES = 50
+MODEL_SIDE = 224
 DEFAULT_VAL = Path(__file__).resolve().parents[2] / "shared/data/val/cbsd68"
 
 
@@ -160,6 +166,18 @@ class BatchSampler:
         patch = patch[:, ::-1] if self.rng.random() < 0.5 else patch
         return black_bars(patch, self.rng) if self.rng.random() < BARS_PROBABILITY else patch
 
+    def whole_frames(self, batch: int, side: int) -> torch.Tensor:
+        """Whole photos squeezed to side×side as the pipeline feeds the model (N×1×side×side float32,
+        L − 50), flipped at random and degraded like film with the sampler's probability."""
+        x = np.empty((batch, 1, side, side), np.float32)
+        for i in range(batch):
+            rgb = cv2.resize(self.photos[self.rng.integers(len(self.photos))], (side, side), interpolation=cv2.INTER_AREA)
+            lightness = rgb_to_lab(rgb[:, ::-1] if self.rng.random() < 0.5 else rgb)[..., 0]
+            if self.rng.random() < self.film_prob:
+                lightness = degrade_like_film(lightness, self.rng)
+            x[i, 0] = lightness - 50.0
+        return torch.from_numpy(x)
+
     def sample(self, batch: int):
         c, o = self.crop, self.crop // OUTPUT_STRIDE
         x = np.empty((batch, 1, c, c), np.float32)
@@ -220,7 +238,7 @@ def validation_logits(net: ColorNet, images: list[np.ndarray]) -> list[torch.Ten
 
     net.eval()
     with torch.no_grad():
-        return [net.logits(torch.from_numpy(model_input(rgb, (224, 224))[None])) for rgb in images]
+        return [net.logits(torch.from_numpy(model_input(rgb, (MODEL_SIDE, MODEL_SIDE))[None])) for rgb in images]
 
 
 def decoded_figures(logits: list[torch.Tensor], images: list[tuple[str, np.ndarray]], decode: AnnealedMean,
@@ -282,12 +300,57 @@ def export_onnx(net: ColorNet, decode: AnnealedMean, path: Path, metadata: dict[
     tmp.unlink()
 
 
+def batchnorm_statistics_finite(net: ColorNet) -> bool:
+    """False when any batch-norm running mean or variance is inf or NaN (such a channel is a
+    constant in evaluation while it varies in training)."""
+    return all(bool(torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all())
+               for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor], use_bf16: bool) -> None:
+    """Replace every batch-norm running mean and variance by its plain average over the batches of
+    ``inputs`` (N×1×H×W, L − 50), seen through ``net`` in training mode; weights are unchanged.
+
+    Averaged weights need statistics of their own (as in stochastic weight averaging, Izmailov et
+    al., UAI 2018): the live network's running statistics do not describe the EMA network.
+    """
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = net.training
+    net.train()
+    with torch.no_grad():
+        for x in inputs:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                net(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+
+
+def with_estimated_batchnorm(net: ColorNet, sampler: "BatchSampler", batches: int, batch: int,
+                             use_bf16: bool) -> ColorNet:
+    """A copy of ``net`` (evaluation mode) with batch-norm statistics estimated on ``batches`` × ``batch``
+    whole photos from ``sampler`` at the model's 224×224 input (:meth:`BatchSampler.whole_frames`)."""
+    calibrated = copy.deepcopy(net)
+    estimate_batchnorm_statistics(calibrated, (sampler.whole_frames(batch, MODEL_SIDE) for _ in range(batches)),
+                                  use_bf16)
+    return calibrated.eval()
+
+
 def save_weights(ema: ColorNet, state: dict, prior: np.ndarray, args_width: int, path: Path) -> None:
-    """The shippable weights (EMA, float16) with the prior and step count: what ``--init-from`` reads."""
+    """The shippable weights with the prior and step count: what ``--init-from`` reads.
+
+    Parameters are stored as float16 (half the size); buffers stay float32, because batch-norm
+    running variances reach 1e5 here and float16 ends at 65,504 (they would load back as inf).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     done = state["continuations"] + ([{**state["current"], "end_step": state["step"]}] if state.get("current") else [])
-    torch.save({"net": {k: (v.half() if v.is_floating_point() else v) for k, v in ema.state_dict().items()},
+    parameters = dict(ema.named_parameters())
+    torch.save({"net": {k: (v.half() if k in parameters else v) for k, v in ema.state_dict().items()},
                 "width": args_width, "prior": prior, "step": state["step"], "seconds": state["seconds"],
                 "continuations": done}, tmp)
     tmp.replace(path)
@@ -302,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workdir", type=Path, default=Path("runs/default"))
     ap.add_argument("--init-from", type=Path, help="shipped weights (.pt) to start a fresh workdir from")
     ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="validation photos (default: shared CBSD68)")
-    ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this continuation")
+    ap.add_argument("--minutes", type=float, default=60.0,
+                    help="wall-clock budget of this continuation (0: no training, only a validation)")
     ap.add_argument("--val-minutes", type=float, default=20.0, help="validate every so many minutes")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, default=160)
@@ -378,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         source = ckpt_path if args.last or not best_path.exists() else best_path
         best = torch.load(source, weights_only=False)
         ema.load_state_dict(best["ema"])
+        if not batchnorm_statistics_finite(ema):
+            print(f"error: {source} has batch-norm statistics that are not finite; validate it again "
+                  "(--minutes 0 estimates them) and export again", file=sys.stderr)
+            return 1
         decoding = Decoding(args.temperature, args.tilt_beta, args.confidence_power)
         meta = {"architecture": f"ColorNet(width={args.width}) with global context", "steps": str(best["state"]["step"]),
                 "train_seconds": f"{best['state']['seconds']:.0f}", "anneal_t": str(decoding.temperature),
@@ -408,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         rng.bit_generator.state = state["rng"]
     sampler = BatchSampler(photos, args.crop, args.film_prob, tables, rng)
     use_bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_supported())
+    if state["best_val"] is not None and not state["best_val"].get("bn_estimated"):
+        print(f"the best validation so far (step {state['best_val']['step']}) used the live network's batch-norm "
+              "statistics, so it is not comparable; the next validation becomes the best", flush=True)
+        state["best_val"] = None
     if state["current"] is None:
         state["current"] = {"index": len(state["continuations"]) + 1, "start_step": state["step"], "elapsed": 0.0,
                             "budget_s": args.minutes * 60, "batch": args.batch, "crop": args.crop,
@@ -433,16 +505,17 @@ def main(argv: list[str] | None = None) -> int:
         if not val_images:
             return
         started = time.time()
-        figures = validate(ema, val_images, plain_decoding)
-        ema.train()
+        calibration = BatchSampler(photos, args.crop, args.film_prob, tables, np.random.default_rng(state["step"]))
+        calibrated = with_estimated_batchnorm(ema, calibration, BN_CALIBRATION_BATCHES, args.batch, use_bf16)
+        figures = validate(calibrated, val_images, plain_decoding)
         record = {"event": "validation", "continuation": current["index"], "step": state["step"],
                   "hours": round(state["seconds"] / 3600, 3), **figures, "seconds": round(time.time() - started)}
         log_line(args.workdir, record)
         score = figures["rbauc_gain"] + figures["auc_gain"] - cast_excess(figures)
         if state["best_val"] is None or score >= state["best_val"]["score"]:
-            state["best_val"] = {"score": score, "step": state["step"], **figures}
+            state["best_val"] = {"score": score, "step": state["step"], "bn_estimated": True, **figures}
             checkpoint()
-            torch.save({"ema": ema.state_dict(), "state": copy.deepcopy(state), "prior": prior}, best_path)
+            torch.save({"ema": calibrated.state_dict(), "state": copy.deepcopy(state), "prior": prior}, best_path)
 
     net.train()
     ema.train()
@@ -471,8 +544,6 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, net_params, 1.0 - EMA_DECAY)
-            for eb, nb in zip(ema.buffers(), net.buffers()):
-                eb.copy_(nb)
         state["step"] += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         now = time.time()

@@ -186,3 +186,59 @@ def test_decoding_choice_with_int8_tries_each_passing_decoding_until_its_twin_pa
         assert tried == [(-0.1, "per-channel"), (-0.1, "per-tensor"), (0.0, "per-channel"), (0.0, "per-tensor")]
         assert report["int8"] is None and report["chosen"] == passing[1]
     assert all({"rbauc_gain", "delta_a", "below_gray", "shortfall"} <= set(r) for r in report["int8_tried"])
+
+
+def test_shipped_weights_keep_batch_norm_variances_beyond_float16_range(tmp_path):
+    from models.network import ColorNet
+    from models.train import save_weights
+
+    net = ColorNet(8)
+    net.context[0][1].running_var.fill_(1.0e5)  # float16 ends at 65,504
+    state = {"continuations": [], "step": 7, "seconds": 1.0}
+    save_weights(net, state, np.full(313, 1 / 313), 8, tmp_path / "weights.pt")
+    saved = torch.load(tmp_path / "weights.pt", weights_only=False)["net"]
+    assert saved["context.0.0.weight"].dtype == torch.float16
+    assert saved["context.0.1.running_var"].dtype == torch.float32
+    assert torch.equal(saved["context.0.1.running_var"], net.context[0][1].running_var)
+
+
+def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_own(tmp_path, capsys):
+    from models.network import ColorNet
+    from models.train import batchnorm_statistics_finite, main, save_weights
+
+    pack = tmp_path / "pack"
+    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
+    val = write_photos(tmp_path / "val", 2)
+    broken = ColorNet(8)
+    broken.dec2[1].running_var[3] = float("inf")  # what float16 once made of a variance above 65,504
+    save_weights(broken, {"continuations": [], "step": 5, "seconds": 1.0}, np.full(313, 1 / 313), 8,
+                 tmp_path / "broken.pt")
+    workdir = tmp_path / "run"
+    common = ["--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
+              "--precision", "fp32", "--workdir", str(workdir)]
+    train(*common, "--init-from", str(tmp_path / "broken.pt"), "--minutes", "0")
+    records = log_records(workdir)
+    assert [r["event"] for r in records] == ["start", "validation", "continuation_end"]
+    assert records[1]["step"] == 5 and records[-1]["total_steps"] == 5 and np.isfinite(records[1]["auc_gain"])
+    net = ColorNet(8)
+    net.load_state_dict(torch.load(workdir / "best.pt", weights_only=False)["ema"])
+    assert batchnorm_statistics_finite(net)
+    assert not torch.equal(net.dec2[1].running_mean, broken.dec2[1].running_mean)
+
+    checkpoint = torch.load(workdir / "checkpoint.pt", weights_only=False)
+    checkpoint["state"]["best_val"] = {"score": 99.0, "step": 5}  # as validated before statistics were estimated
+    torch.save(checkpoint, workdir / "checkpoint.pt")
+    capsys.readouterr()
+    train(*common, "--minutes", "0")
+    assert ("the best validation so far (step 5) used the live network's batch-norm statistics, so it is not "
+            "comparable; the next validation becomes the best") in capsys.readouterr().out
+    assert torch.load(workdir / "checkpoint.pt", weights_only=False)["state"]["best_val"]["score"] < 99.0
+
+    best = torch.load(workdir / "best.pt", weights_only=False)
+    best["ema"]["dec2.1.running_var"][3] = float("inf")
+    torch.save(best, workdir / "best.pt")
+    assert main(["--workdir", str(workdir), "--width", "8", "--export", str(tmp_path / "m.onnx")]) == 1
+    assert not (tmp_path / "m.onnx").exists()
+    assert capsys.readouterr().err.strip() == (
+        f"error: {workdir / 'best.pt'} has batch-norm statistics that are not finite; validate it again "
+        "(--minutes 0 estimates them) and export again")
