@@ -55,7 +55,7 @@ def shortfall(figures: dict, images: int) -> float:
 def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
     """A ColorNet with the EMA weights of a training ``best.pt`` / ``checkpoint.pt`` or shipped ``.pt``;
     returns (net, prior, info)."""
-    data = torch.load(path, weights_only=False)
+    data = torch.load(path, weights_only=False, map_location="cpu")
     weights = data.get("ema") or data["net"]
     width = data.get("width") or int(weights["enc1.0.0.weight"].shape[0])  # training files hold no width
     net = ColorNet(width)

@@ -36,7 +36,9 @@ continuation where it stopped (with the ``--minutes`` given then as its whole bu
 from the EMA weights (a warm restart of the learning rate and optimiser). ``--init-from`` seeds a
 fresh workdir from shipped weights, so training continues from the last committed model. Every
 continuation appends its step count, hours and validation figures to ``WORKDIR/train_log.jsonl``.
-Needs PyTorch (``pip install .[train]``).
+``--device cuda`` trains on an NVIDIA GPU (bfloat16 autocast there too) and ``--loaders N`` cuts
+crops in N worker processes, which a GPU needs to be kept busy (``models/device_train.sh`` runs
+both on the device machine). Needs PyTorch (``pip install .[train]``).
 """
 from __future__ import annotations
 
@@ -201,6 +203,36 @@ class BatchSampler:
                 torch.from_numpy(mean_ab))
 
 
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless training batches (:meth:`BatchSampler.sample`) cut in a loader worker process from
+    the memory-mapped pack; each worker draws from its own random stream, seeded by ``seed`` and
+    its worker number."""
+
+    def __init__(self, pack: Path, crop: int, film_prob: float, tables: dict, batch: int, seed: list[int]):
+        super().__init__()
+        self.pack, self.crop, self.film_prob, self.tables, self.batch, self.seed = pack, crop, film_prob, tables, batch, seed
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        cv2.setNumThreads(1)
+        rng = np.random.default_rng([*self.seed, worker.id if worker else 0])
+        sampler = BatchSampler(load_pack(self.pack), self.crop, self.film_prob, self.tables, rng)
+        while True:
+            yield sampler.sample(self.batch)
+
+
+def crop_loader(pack: Path, crop: int, film_prob: float, tables: dict, batch: int, seed: list[int],
+                workers: int, device: torch.device):
+    """An iterator of training batches from ``workers`` processes, two batches ahead per worker;
+    pinned for a CUDA ``device``. The workers are spawned, not forked (a fork after PyTorch's
+    OpenMP threads have run can hang the child), and share the pack through the page cache.
+    Resuming reseeds them from the step count, so a resumed run draws other crops than an
+    uninterrupted one would."""
+    return iter(torch.utils.data.DataLoader(CropStream(pack, crop, film_prob, tables, batch, seed), batch_size=None,
+                                            num_workers=workers, pin_memory=device.type == "cuda", prefetch_factor=2,
+                                            multiprocessing_context="spawn"))
+
+
 def rebalanced_soft_ce(logits: torch.Tensor, idx: torch.Tensor, wts: torch.Tensor, pix_w: torch.Tensor) -> torch.Tensor:
     """Multinomial cross-entropy against soft targets, each pixel weighted by its bin's rarity."""
     logp = F.log_softmax(logits.float(), dim=1)
@@ -237,8 +269,10 @@ def validation_logits(net: ColorNet, images: list[np.ndarray]) -> list[torch.Ten
     from stages.lab import model_input
 
     net.eval()
+    device = next(net.parameters()).device
     with torch.no_grad():
-        return [net.logits(torch.from_numpy(model_input(rgb, (MODEL_SIDE, MODEL_SIDE))[None])) for rgb in images]
+        return [net.logits(torch.from_numpy(model_input(rgb, (MODEL_SIDE, MODEL_SIDE))[None]).to(device)).float().cpu()
+                for rgb in images]
 
 
 def decoded_figures(logits: list[torch.Tensor], images: list[tuple[str, np.ndarray]], decode: AnnealedMean,
@@ -322,9 +356,10 @@ def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor],
     was_training = net.training
     net.train()
     with torch.no_grad():
+        device = next(net.parameters()).device
         for x in inputs:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                net(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                net(x.to(device))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     net.train(was_training)
@@ -350,7 +385,7 @@ def save_weights(ema: ColorNet, state: dict, prior: np.ndarray, args_width: int,
     tmp = path.with_suffix(".tmp")
     done = state["continuations"] + ([{**state["current"], "end_step": state["step"]}] if state.get("current") else [])
     parameters = dict(ema.named_parameters())
-    torch.save({"net": {k: (v.half() if k in parameters else v) for k, v in ema.state_dict().items()},
+    torch.save({"net": {k: (v.half() if k in parameters else v).cpu() for k, v in ema.state_dict().items()},
                 "width": args_width, "prior": prior, "step": state["step"], "seconds": state["seconds"],
                 "continuations": done}, tmp)
     tmp.replace(path)
@@ -378,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the colour-balance term (per-image mean ab, Huber, ab units)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network trains")
+    ap.add_argument("--loaders", type=int, default=0,
+                    help="worker processes that cut training crops (0: the training process itself)")
     ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     ap.add_argument("--export", type=Path, help="export the best EMA weights to this ONNX path and exit")
     ap.add_argument("--last", action="store_true", help="with --export: the last EMA weights, not the best validated")
@@ -413,11 +451,16 @@ def main(argv: list[str] | None = None) -> int:
     ckpt_path = args.workdir / "checkpoint.pt"
     best_path = args.workdir / "best.pt"
 
-    net = ColorNet(args.width)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: this PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)",
+              file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    net = ColorNet(args.width).to(device)
     state = {"step": 0, "seconds": 0.0, "rng": None, "continuations": [], "current": None, "best_val": None}
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     prior = None
-    ckpt = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
+    ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu") if ckpt_path.exists() else None
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
         state, prior = ckpt["state"], ckpt["prior"]
@@ -428,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             net.load_state_dict(ckpt["ema"])
             print(f"new continuation from the EMA weights at step {state['step']}", flush=True)
     elif args.init_from:
-        shipped = torch.load(args.init_from, weights_only=False)
+        shipped = torch.load(args.init_from, weights_only=False, map_location="cpu")
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["net"].items()})
         prior = shipped["prior"]
         state.update(step=shipped["step"], seconds=shipped["seconds"], continuations=list(shipped["continuations"]))
@@ -440,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     val_images = load_validation(args.val)
     if args.export:
         source = ckpt_path if args.last or not best_path.exists() else best_path
-        best = torch.load(source, weights_only=False)
+        best = torch.load(source, weights_only=False, map_location="cpu")
         ema.load_state_dict(best["ema"])
         if not batchnorm_statistics_finite(ema):
             print(f"error: {source} has batch-norm statistics that are not finite; validate it again "
@@ -475,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     if state["rng"] is not None:
         rng.bit_generator.state = state["rng"]
     sampler = BatchSampler(photos, args.crop, args.film_prob, tables, rng)
-    use_bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_supported())
+    batches = iter(lambda: sampler.sample(args.batch), None) if args.loaders == 0 else crop_loader(
+        args.pack, args.crop, args.film_prob, tables, args.batch, [args.seed, state["step"]], args.loaders, device)
+    use_bf16 = args.precision == "bf16" or (args.precision == "auto" and (device.type == "cuda" or bf16_supported()))
     if state["best_val"] is not None and not state["best_val"].get("bn_estimated"):
         print(f"the best validation so far (step {state['best_val']['step']}) used the live network's batch-norm "
               "statistics, so it is not comparable; the next validation becomes the best", flush=True)
@@ -521,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     ema.train()
     start = last_save = last_val = time.time()
     running = running_balance = None
-    centres_t = torch.from_numpy(centres).float()
+    centres_t = torch.from_numpy(centres).float().to(device)
     with torch.no_grad():
         ema_params = list(ema.parameters())
         net_params = list(net.parameters())
@@ -531,8 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         lr *= min(1.0, (state["step"] - current["start_step"] + 1) / WARMUP_STEPS)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, idx, wts, pix_w, mean_ab = sampler.sample(args.batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        x, idx, wts, pix_w, mean_ab = (t.to(device, non_blocking=True) for t in next(batches))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = net(x)
         loss = rebalanced_soft_ce(logits, idx, wts, pix_w)
         if args.balance_weight > 0:

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def square_photo(bgr: np.ndarray, side: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def build_pack(sources: Path | list[Path], out_dir: Path, side: int) -> Path:
         photos[len(kept)] = square_photo(bgr, side)
         kept.append(name)
     if not kept:
-        raise SystemExit(f"error: no readable photos (*.jpg, *.png) under {', '.join(map(str, folders))}")
+        raise SystemExit(f"error: no readable photos (*.jpg, *.png, *.webp) under {', '.join(map(str, folders))}")
     photos.flush()
     del photos
     final = out_dir / "photos.npy"

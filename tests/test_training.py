@@ -242,3 +242,51 @@ def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_ow
     assert capsys.readouterr().err.strip() == (
         f"error: {workdir / 'best.pt'} has batch-norm statistics that are not finite; validate it again "
         "(--minutes 0 estimates them) and export again")
+
+
+def test_training_with_loader_processes_runs_resumes_and_refuses_a_missing_gpu(tmp_path, capsys):
+    from models.train import main
+
+    pack = tmp_path / "pack"
+    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
+    val = write_photos(tmp_path / "val", 2)
+    common = ["--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
+              "--precision", "fp32", "--workdir", str(tmp_path / "run"), "--loaders", "2"]
+    train(*common, "--minutes", "0.05")
+    train(*common, "--minutes", "0.05")
+    ends = [r for r in log_records(tmp_path / "run") if r["event"] == "continuation_end"]
+    assert [e["index"] for e in ends] == [1, 2] and ends[1]["total_steps"] > ends[0]["total_steps"] > 0
+
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main([*common, "--device", "cuda", "--minutes", "0.05"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "error: --device cuda: this PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)")
+
+
+def test_device_carry_fits_the_device_tree_and_the_device_script_trains_from_it(tmp_path):
+    import os
+    import subprocess
+
+    from models.device_carry import write_carry
+
+    repo = Path(__file__).resolve().parents[1]
+    pack = tmp_path / "pack"
+    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
+    work = tmp_path / "checkout"
+    written = write_carry(pack, write_photos(tmp_path / "val", 2), work / "carry", side=80, quality=75)
+    assert len(list((work / "carry/train").glob("*.webp"))) == 6 and len(list((work / "carry/val").glob("*.webp"))) == 2
+    assert written == sum(p.stat().st_size for p in (work / "carry").rglob("*.webp"))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "DEVICE": "cpu", "MINUTES": "0.05", "BATCH": "2", "LOADERS": "1", "INIT": "",
+           "PYTHONPATH": str(repo)}
+    run = subprocess.run(["bash", str(repo / "models/device_train.sh"), "--crop", "64", "--width", "8",
+                          "--precision", "fp32", "--threads", "1"], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "stdout.log", "train_log.jsonl"]
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "continuation_end" and records[-1]["total_steps"] > 0
+    assert np.load(work / "runs/pack/photos.npy").shape == (6, 80, 80, 3)
