@@ -16,6 +16,7 @@ is spent. ``OUT`` must be ignored by git (``/carry/`` is) and named in the devic
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def write_carry(pack_dir: Path, val_dir: Path, out_dir: Path, side: int, quality
     photos = load_pack(pack_dir)
     total = 0
     for folder in ("train", "val"):
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out_dir / folder, ignore_errors=True)  # nothing from an earlier carry may travel
+        (out_dir / folder).mkdir(parents=True)
     for i in range(len(photos)):
         square = cv2.resize(np.asarray(photos[i]), (side, side), interpolation=cv2.INTER_AREA)
         total += _write_webp(out_dir / "train" / f"{i:05d}.webp", cv2.cvtColor(square, cv2.COLOR_RGB2BGR), quality)

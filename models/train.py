@@ -25,9 +25,9 @@ Method:
   * AdamW, cosine learning-rate decay over the continuation's wall-clock budget after a 200-step
     warm-up; an exponential moving average (EMA, 0.999) of the weights is what gets validated and
     shipped. Averaged weights need batch-norm statistics of their own: before each validation
-    they are estimated on ``BN_CALIBRATION_BATCHES`` × batch whole training photos at 224×224 (as
-    the pipeline feeds the model; film degradations with ``--film-prob``), and that network is what
-    gets scored, kept as best and exported; bfloat16 autocast on CPUs with native bfloat16 (on this AVX-512 BF16 CPU a step
+    they are estimated on 1,600 whole training photos at 224×224 (as the pipeline feeds the model;
+    film degradations with ``--film-prob``), and that network is what gets scored, kept as best and
+    exported (``--last`` exports the last EMA weights with the statistics of the last validation); bfloat16 autocast on CPUs with native bfloat16 (on this AVX-512 BF16 CPU a step
     takes 0.58× the float32 time; channels-last was no faster).
 
 Resumable: ``WORKDIR/checkpoint.pt`` (weights, EMA, optimiser, sampler state, the continuation's
@@ -73,7 +73,7 @@ BARS_PROBABILITY = 0.15
 EMA_DECAY = 0.999
 SAVE_EVERY_S = 240
 CAST_BOUND = 3.0
-BN_CALIBRATION_BATCHES = 50
+BN_CALIBRATION_PHOTOS = 1600
 MODEL_SIDE = 224
 DEFAULT_VAL = Path(__file__).resolve().parents[2] / "shared/data/val/cbsd68"
 
@@ -365,13 +365,14 @@ def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor],
     net.train(was_training)
 
 
-def with_estimated_batchnorm(net: ColorNet, sampler: "BatchSampler", batches: int, batch: int,
+def with_estimated_batchnorm(net: ColorNet, sampler: "BatchSampler", photos: int, batch: int,
                              use_bf16: bool) -> ColorNet:
-    """A copy of ``net`` (evaluation mode) with batch-norm statistics estimated on ``batches`` × ``batch``
-    whole photos from ``sampler`` at the model's 224×224 input (:meth:`BatchSampler.whole_frames`)."""
+    """A copy of ``net`` (evaluation mode) with batch-norm statistics estimated on ``photos`` whole
+    photos (rounded up to whole batches of ``batch``) from ``sampler`` at the model's 224×224 input
+    (:meth:`BatchSampler.whole_frames`)."""
     calibrated = copy.deepcopy(net)
-    estimate_batchnorm_statistics(calibrated, (sampler.whole_frames(batch, MODEL_SIDE) for _ in range(batches)),
-                                  use_bf16)
+    estimate_batchnorm_statistics(calibrated, (sampler.whole_frames(batch, MODEL_SIDE)
+                                               for _ in range(math.ceil(photos / batch))), use_bf16)
     return calibrated.eval()
 
 
@@ -485,9 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         source = ckpt_path if args.last or not best_path.exists() else best_path
         best = torch.load(source, weights_only=False, map_location="cpu")
         ema.load_state_dict(best["ema"])
+        ema.cpu()
         if not batchnorm_statistics_finite(ema):
-            print(f"error: {source} has batch-norm statistics that are not finite; validate it again "
-                  "(--minutes 0 estimates them) and export again", file=sys.stderr)
+            print(f"error: {source} has batch-norm statistics that are not finite (saved before they were "
+                  "estimated); --minutes 0 on this workdir estimates them for its latest EMA weights, which "
+                  "then become its best", file=sys.stderr)
             return 1
         decoding = Decoding(args.temperature, args.tilt_beta, args.confidence_power)
         meta = {"architecture": f"ColorNet(width={args.width}) with global context", "steps": str(best["state"]["step"]),
@@ -551,8 +554,11 @@ def main(argv: list[str] | None = None) -> int:
             return
         started = time.time()
         calibration = BatchSampler(photos, args.crop, args.film_prob, tables, np.random.default_rng(state["step"]))
-        calibrated = with_estimated_batchnorm(ema, calibration, BN_CALIBRATION_BATCHES, args.batch, use_bf16)
+        calibrated = with_estimated_batchnorm(ema, calibration, BN_CALIBRATION_PHOTOS, args.batch, use_bf16)
         figures = validate(calibrated, val_images, plain_decoding)
+        with torch.no_grad():  # the checkpoint's EMA (--last, the next continuation) keeps these statistics
+            for kept, estimated in zip(ema.buffers(), calibrated.buffers()):
+                kept.copy_(estimated)
         record = {"event": "validation", "continuation": current["index"], "step": state["step"],
                   "hours": round(state["seconds"] / 3600, 3), **figures, "seconds": round(time.time() - started)}
         log_line(args.workdir, record)
