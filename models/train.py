@@ -60,6 +60,7 @@ from models import ANNEAL_T, NUM_BINS, load_bin_centres, smoothed_histogram
 from models.film_augment import black_bars, degrade_like_film
 from models.network import AnnealedMean, ColorNet, Decoding, ExportedColorizer
 from models.training_pack import load_pack
+from stages.lab import model_input
 from stream.config import ColourSettings
 
 SOFT_NEIGHBOURS = 5
@@ -173,11 +174,10 @@ class BatchSampler:
         L − 50), flipped at random and degraded like film with the sampler's probability."""
         x = np.empty((batch, 1, side, side), np.float32)
         for i in range(batch):
-            rgb = cv2.resize(self.photos[self.rng.integers(len(self.photos))], (side, side), interpolation=cv2.INTER_AREA)
-            lightness = rgb_to_lab(rgb[:, ::-1] if self.rng.random() < 0.5 else rgb)[..., 0]
+            photo = self.photos[self.rng.integers(len(self.photos))]
+            x[i] = model_input(photo[:, ::-1] if self.rng.random() < 0.5 else photo, (side, side))
             if self.rng.random() < self.film_prob:
-                lightness = degrade_like_film(lightness, self.rng)
-            x[i, 0] = lightness - 50.0
+                x[i, 0] = degrade_like_film(x[i, 0] + 50.0, self.rng) - 50.0
         return torch.from_numpy(x)
 
     def sample(self, batch: int):
@@ -266,8 +266,6 @@ def bf16_supported() -> bool:
 
 def validation_logits(net: ColorNet, images: list[np.ndarray]) -> list[torch.Tensor]:
     """Bin scores (float32 1×313×56×56) for each RGB image, through the product's model input."""
-    from stages.lab import model_input
-
     net.eval()
     device = next(net.parameters()).device
     with torch.no_grad():
@@ -334,11 +332,16 @@ def export_onnx(net: ColorNet, decode: AnnealedMean, path: Path, metadata: dict[
     tmp.unlink()
 
 
+def batch_norms(net: ColorNet) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """Every batch-norm layer of ``net``."""
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 def batchnorm_statistics_finite(net: ColorNet) -> bool:
     """False when any batch-norm running mean or variance is inf or NaN (such a channel is a
     constant in evaluation while it varies in training)."""
     return all(bool(torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all())
-               for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+               for m in batch_norms(net))
 
 
 def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor], use_bf16: bool) -> None:
@@ -348,7 +351,7 @@ def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor],
     Averaged weights need statistics of their own (as in stochastic weight averaging, Izmailov et
     al., UAI 2018): the live network's running statistics do not describe the EMA network.
     """
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(net)
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -363,17 +366,6 @@ def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor],
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     net.train(was_training)
-
-
-def with_estimated_batchnorm(net: ColorNet, sampler: "BatchSampler", photos: int, batch: int,
-                             use_bf16: bool) -> ColorNet:
-    """A copy of ``net`` (evaluation mode) with batch-norm statistics estimated on ``photos`` whole
-    photos (rounded up to whole batches of ``batch``) from ``sampler`` at the model's 224×224 input
-    (:meth:`BatchSampler.whole_frames`)."""
-    calibrated = copy.deepcopy(net)
-    estimate_batchnorm_statistics(calibrated, (sampler.whole_frames(batch, MODEL_SIDE)
-                                               for _ in range(math.ceil(photos / batch))), use_bf16)
-    return calibrated.eval()
 
 
 def save_weights(ema: ColorNet, state: dict, prior: np.ndarray, args_width: int, path: Path) -> None:
@@ -554,11 +546,10 @@ def main(argv: list[str] | None = None) -> int:
             return
         started = time.time()
         calibration = BatchSampler(photos, args.crop, args.film_prob, tables, np.random.default_rng(state["step"]))
-        calibrated = with_estimated_batchnorm(ema, calibration, BN_CALIBRATION_PHOTOS, args.batch, use_bf16)
-        figures = validate(calibrated, val_images, plain_decoding)
-        with torch.no_grad():  # the checkpoint's EMA (--last, the next continuation) keeps these statistics
-            for kept, estimated in zip(ema.buffers(), calibrated.buffers()):
-                kept.copy_(estimated)
+        estimate_batchnorm_statistics(ema, (calibration.whole_frames(args.batch, MODEL_SIDE) for _ in
+                                            range(math.ceil(BN_CALIBRATION_PHOTOS / args.batch))), use_bf16)
+        figures = validate(ema, val_images, plain_decoding)  # best.pt, --last and the next continuation keep them
+        ema.train()
         record = {"event": "validation", "continuation": current["index"], "step": state["step"],
                   "hours": round(state["seconds"] / 3600, 3), **figures, "seconds": round(time.time() - started)}
         log_line(args.workdir, record)
@@ -566,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         if state["best_val"] is None or score >= state["best_val"]["score"]:
             state["best_val"] = {"score": score, "step": state["step"], "bn_estimated": True, **figures}
             checkpoint()
-            torch.save({"ema": calibrated.state_dict(), "state": copy.deepcopy(state), "prior": prior}, best_path)
+            torch.save({"ema": ema.state_dict(), "state": copy.deepcopy(state), "prior": prior}, best_path)
 
     net.train()
     ema.train()
