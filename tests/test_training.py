@@ -84,6 +84,15 @@ def train(*args: str) -> None:
     assert main([*args, "--threads", "1"]) == 0
 
 
+def tiny_run(tmp_path: Path, photos: int = 6) -> list[str]:
+    """Writes ``photos`` training photos (packed at 96 px) and 2 validation photos under ``tmp_path``;
+    returns the training options of a tiny network on them."""
+    build_pack(write_photos(tmp_path / "photos", photos), tmp_path / "pack", side=96)
+    val = write_photos(tmp_path / "val", 2)
+    return ["--pack", str(tmp_path / "pack"), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
+            "--precision", "fp32"]
+
+
 def log_records(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "train_log.jsonl").read_text().splitlines()]
 
@@ -91,11 +100,7 @@ def log_records(workdir: Path) -> list[dict]:
 def test_training_resumes_continues_from_shipped_weights_and_exports_a_runnable_model(tmp_path):
     from models.runtime import ColorModel
 
-    pack = tmp_path / "pack"
-    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
-    val = write_photos(tmp_path / "val", 2)
-    common = ["--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
-              "--precision", "fp32"]
+    common = tiny_run(tmp_path)
     workdir = tmp_path / "run"
     train(*common, "--workdir", str(workdir), "--minutes", "0.05")
     first = log_records(workdir)
@@ -162,12 +167,9 @@ def test_extra_photos_are_rebuilt_from_clones_and_a_missing_one_is_named(tmp_pat
 def test_decoding_choice_with_int8_tries_each_passing_decoding_until_its_twin_passes(tmp_path):
     from models.choose_decoding import choose_with_twin
 
-    pack = tmp_path / "pack"
-    build_pack(write_photos(tmp_path / "photos", 4), pack, side=96)
-    val = write_photos(tmp_path / "val", 2)
+    common, val = tiny_run(tmp_path, photos=4), tmp_path / "val"
     workdir = tmp_path / "run"
-    train("--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
-          "--precision", "fp32", "--balance-weight", "0.05", "--workdir", str(workdir), "--minutes", "0.03")
+    train(*common, "--balance-weight", "0.05", "--workdir", str(workdir), "--minutes", "0.03")
     start = log_records(workdir)[0]
     assert start["event"] == "start" and start["balance_weight"] == 0.05 and start["photos"] == 4
     for folder in (val, tmp_path / "photos"):  # quantization and evaluation refuse unreadable images
@@ -206,16 +208,12 @@ def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_ow
     from models.network import ColorNet
     from models.train import batchnorm_statistics_finite, main, save_weights
 
-    pack = tmp_path / "pack"
-    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
-    val = write_photos(tmp_path / "val", 2)
     broken = ColorNet(8)
     broken.dec2[1].running_var[3] = float("inf")  # what float16 once made of a variance above 65,504
     save_weights(broken, {"continuations": [], "step": 5, "seconds": 1.0}, np.full(313, 1 / 313), 8,
                  tmp_path / "broken.pt")
     workdir = tmp_path / "run"
-    common = ["--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
-              "--precision", "fp32", "--workdir", str(workdir)]
+    common = [*tiny_run(tmp_path), "--workdir", str(workdir)]
     train(*common, "--init-from", str(tmp_path / "broken.pt"), "--minutes", "0")
     records = log_records(workdir)
     assert [r["event"] for r in records] == ["start", "validation", "continuation_end"]
@@ -248,11 +246,7 @@ def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_ow
 def test_training_with_loader_processes_runs_resumes_and_refuses_a_missing_gpu(tmp_path, capsys):
     from models.train import main
 
-    pack = tmp_path / "pack"
-    build_pack(write_photos(tmp_path / "photos", 6), pack, side=96)
-    val = write_photos(tmp_path / "val", 2)
-    common = ["--pack", str(pack), "--val", str(val), "--batch", "2", "--crop", "64", "--width", "8",
-              "--precision", "fp32", "--workdir", str(tmp_path / "run"), "--loaders", "2"]
+    common = [*tiny_run(tmp_path), "--workdir", str(tmp_path / "run"), "--loaders", "2"]
     train(*common, "--minutes", "0.05")
     train(*common, "--minutes", "0.05")
     ends = [r for r in log_records(tmp_path / "run") if r["event"] == "continuation_end"]
