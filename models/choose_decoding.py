@@ -1,6 +1,6 @@
 """Choose how the trained model's bin scores are decoded, on validation photos only.
 
-    python -m models.choose_decoding runs/default/best.pt [--val DIR] [--json report.json] [--int8]
+    python -m models.choose_decoding runs/default/best.pt|MODEL.onnx [--val DIR] [--json report.json] [--int8]
 
 The network is run once per validation photo; each candidate decoding (annealed-mean temperature
 T, tilt β·log(prior), entropy shrink γ; :class:`models.network.Decoding`) is then scored per image
@@ -32,8 +32,9 @@ import torch
 
 from models import load_bin_centres
 from models.network import ColorNet, Decoding
-from models.train import (CAST_BOUND, DEFAULT_VAL, cast_excess, decoded_figures, load_validation, log_prior_tensor,
-                          validation_logits)
+from models.shipped_weights import ShippedWeightsError, read_shipped_weights
+from models.train import (CAST_BOUND, DEFAULT_VAL, cast_excess, decoded_figures, load_shipped_weights, load_validation,
+                          log_prior_tensor, validation_logits)
 from stream.config import ColourSettings
 
 TEMPERATURES = (0.38, 0.5, 0.6)
@@ -53,15 +54,22 @@ def shortfall(figures: dict, images: int) -> float:
 
 
 def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
-    """A ColorNet with the EMA weights of a training ``best.pt`` / ``checkpoint.pt`` or shipped ``.pt``;
-    returns (net, prior, info)."""
+    """A ColorNet with the EMA weights of a training ``best.pt`` / ``checkpoint.pt``, or the weights of
+    an exported model (``.onnx``); returns (net, prior, info). Exits with one line when an ONNX file
+    cannot seed a network (:class:`models.shipped_weights.ShippedWeightsError`)."""
+    if path.suffix == ".onnx":
+        try:
+            shipped = read_shipped_weights(path)
+            net = ColorNet(shipped.width)
+            load_shipped_weights(net, shipped, path)
+        except ShippedWeightsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return net.eval(), shipped.prior, {"step": shipped.step, "width": shipped.width}
     data = torch.load(path, weights_only=False, map_location="cpu")
-    weights = data.get("ema") or data["net"]
-    width = data.get("width") or int(weights["enc1.0.0.weight"].shape[0])  # training files hold no width
+    width = ColorNet.width_of(data["ema"])
     net = ColorNet(width)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    step = data["state"]["step"] if "state" in data else data["step"]
-    return net.eval(), data["prior"], {"step": step, "width": width}
+    net.load_state_dict(data["ema"])
+    return net.eval(), data["prior"], {"step": data["state"]["step"], "width": width}
 
 
 def choose(weights: Path, val_dir: Path) -> dict:
@@ -142,7 +150,7 @@ def choose_with_twin(weights: Path, val_dir: Path, report: dict, calibration_dir
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.choose_decoding", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("weights", type=Path, help="best.pt / checkpoint.pt of a training workdir, or shipped weights")
+    ap.add_argument("weights", type=Path, help="best.pt / checkpoint.pt of a training workdir, or an exported model (.onnx)")
     ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="validation photos (default: shared CBSD68)")
     ap.add_argument("--json", type=Path, help="write every candidate's figures and the choice here")
     ap.add_argument("--int8", action="store_true", help="the INT8 twin of the chosen decoding must pass too")

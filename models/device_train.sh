@@ -8,15 +8,15 @@
 # train_log.jsonl (checkpoint.pt is too large to come back), with $OUT/stdout.log. Here, put
 # best.pt in a workdir and
 #     python -m models.choose_decoding runs/dev/best.pt --int8
-#     python -m models.train --workdir runs/dev --export ... --save-weights ...   (as in MODEL_CARD.md)
+#     python -m models.train --workdir runs/dev --export ...   (as in MODEL_CARD.md)
 # The carried validation photos are lossy copies: they rank checkpoints; measure the result here.
 # Settings through the environment: MINUTES of training (6; validations and start-up come on top),
-# BATCH (128), LR (1e-3), LOADERS (14), DEVICE (cuda), INIT (models/default_weights.pt; empty =
+# BATCH (128), LR (1e-3), LOADERS (14), DEVICE (cuda), INIT (models/default.onnx; empty =
 # from scratch), and extra models.train options as arguments.
 set -euo pipefail
 : "${OUT:?run this through the device tool, which sets OUT}"
 MINUTES=${MINUTES:-6} BATCH=${BATCH:-128} LR=${LR:-1e-3} LOADERS=${LOADERS:-14} DEVICE=${DEVICE:-cuda}
-INIT=${INIT-models/default_weights.pt}
+INIT=${INIT-models/default.onnx}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 side=$(python3 -c "import cv2, glob; print(cv2.imread(sorted(glob.glob('carry/train/*.webp'))[0]).shape[0])")

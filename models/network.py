@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 NUM_BINS = 313
 ANNEAL_T = 0.38
+DEFAULT_WIDTH = 32
 
 
 def conv_block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -59,8 +60,9 @@ class ColorNet(nn.Module):
     Widths ``w`` scale every stage; the default gives about 3.3 M parameters.
     """
 
-    def __init__(self, w: int = 32):
+    def __init__(self, w: int = DEFAULT_WIDTH):
         super().__init__()
+        self.width = w
         self.enc1 = nn.Sequential(conv_block(1, w, 2), conv_block(w, w * 2, 2))          # 56
         self.enc2 = nn.Sequential(conv_block(w * 2, w * 4, 2), conv_block(w * 4, w * 4))  # 28
         self.enc3 = nn.Sequential(conv_block(w * 4, w * 8, 2), conv_block(w * 8, w * 8))  # 14
@@ -73,6 +75,11 @@ class ColorNet(nn.Module):
         self.lat2 = nn.Conv2d(w * 4, w * 2, 1)
         self.dec1 = conv_block(w * 2, w * 2)                                               # 56
         self.head = nn.Conv2d(w * 2, NUM_BINS, 1)
+
+    @staticmethod
+    def width_of(state_dict: dict) -> int:
+        """The width ``w`` of the ColorNet whose state dict (or EMA weights) this is."""
+        return int(state_dict["enc1.0.0.weight"].shape[0])
 
     def logits(self, l_minus_50: torch.Tensor) -> torch.Tensor:
         """N×1×H×W (L − 50) → N×313×H/4×W/4 unnormalised bin scores."""

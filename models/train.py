@@ -2,9 +2,8 @@
 
     python -m models.training_pack ../shared/data/train runs/pack          # once: decode the photos
     python -m models.train --pack runs/pack --workdir runs/default --minutes 150 \\
-        --init-from models/default_weights.pt                              # one continuation
-    python -m models.train --workdir runs/default --export models/default.onnx \\
-        --save-weights models/default_weights.pt                           # ship the best weights
+        --init-from models/default.onnx                                    # one continuation
+    python -m models.train --workdir runs/default --export models/default.onnx   # ship the best weights
 
 Method:
   * classification over the 313 in-gamut ab bins, soft-encoded targets (each pixel's ab spread
@@ -34,7 +33,8 @@ Resumable: ``WORKDIR/checkpoint.pt`` (weights, EMA, optimiser, sampler state, th
 elapsed time) is written every few minutes and at the end; the same command resumes an interrupted
 continuation where it stopped (with the ``--minutes`` given then as its whole budget). A finished continuation followed by another command starts a new one
 from the EMA weights (a warm restart of the learning rate and optimiser). ``--init-from`` seeds a
-fresh workdir from shipped weights, so training continues from the last committed model. Every
+fresh workdir from an exported model (the ONNX file carries its weights, prior and history:
+:mod:`models.shipped_weights`), so training continues from the last committed model. Every
 continuation appends its step count, hours and validation figures to ``WORKDIR/train_log.jsonl``.
 ``--device cuda`` trains on an NVIDIA GPU (bfloat16 autocast there too) and ``--loaders N`` cuts
 crops in N worker processes, which a GPU needs to be kept busy (``models/device_train.sh`` runs
@@ -58,7 +58,9 @@ import torch.nn.functional as F
 
 from models import ANNEAL_T, NUM_BINS, load_bin_centres, smoothed_histogram
 from models.film_augment import black_bars, degrade_like_film
-from models.network import AnnealedMean, ColorNet, Decoding, ExportedColorizer
+from models.network import DEFAULT_WIDTH, AnnealedMean, ColorNet, Decoding, ExportedColorizer
+from models.shipped_weights import (ShippedWeights, ShippedWeightsError, read_shipped_weights,
+                                    store_large_floats_as_float16, training_metadata)
 from models.training_pack import load_pack
 from stages.lab import model_input
 from stream.config import ColourSettings
@@ -315,7 +317,9 @@ def load_validation(folder: Path) -> list[tuple[str, np.ndarray]]:
 # ---------------------------------------------------------------- export
 
 def export_onnx(net: ColorNet, decode: AnnealedMean, path: Path, metadata: dict[str, str]) -> None:
-    """Write the network + decoding as ONNX: l_minus_50 N×1×224×224 → ab N×2×56×56."""
+    """Write the network + decoding as ONNX: l_minus_50 N×1×224×224 → ab N×2×56×56, with batch norms
+    unfolded and large weights stored as float16 (see models.shipped_weights), so the file also seeds
+    training. It appears only when complete."""
     import onnx
 
     model = ExportedColorizer(copy.deepcopy(net).float().eval(), decode).eval()
@@ -323,13 +327,20 @@ def export_onnx(net: ColorNet, decode: AnnealedMean, path: Path, metadata: dict[
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(model, torch.zeros(1, 1, 224, 224), str(tmp), input_names=["l_minus_50"],
                       output_names=["ab"], dynamic_axes={"l_minus_50": {0: "N"}, "ab": {0: "N"}},
-                      opset_version=17, dynamo=False)
+                      opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
+                      do_constant_folding=False, keep_initializers_as_inputs=True)
     proto = onnx.load(str(tmp))
+    weights = {init.name for init in proto.graph.initializer}  # as inputs only so equal tensors keep their names
+    graph_inputs = [value for value in proto.graph.input if value.name not in weights]
+    del proto.graph.input[:]
+    proto.graph.input.extend(graph_inputs)
+    store_large_floats_as_float16(proto)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-    tmp.unlink()
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    tmp.replace(path)
 
 
 def batch_norms(net: ColorNet) -> list[torch.nn.modules.batchnorm._BatchNorm]:
@@ -368,20 +379,17 @@ def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor],
     net.train(was_training)
 
 
-def save_weights(ema: ColorNet, state: dict, prior: np.ndarray, args_width: int, path: Path) -> None:
-    """The shippable weights with the prior and step count: what ``--init-from`` reads.
-
-    Parameters are stored as float16 (half the size); buffers stay float32, because batch-norm
-    running variances reach 1e5 here and float16 ends at 65,504 (they would load back as inf).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    done = state["continuations"] + ([{**state["current"], "end_step": state["step"]}] if state.get("current") else [])
-    parameters = dict(ema.named_parameters())
-    torch.save({"net": {k: (v.half() if k in parameters else v).cpu() for k, v in ema.state_dict().items()},
-                "width": args_width, "prior": prior, "step": state["step"], "seconds": state["seconds"],
-                "continuations": done}, tmp)
-    tmp.replace(path)
+def load_shipped_weights(net: ColorNet, shipped: ShippedWeights, source: Path) -> None:
+    """Copy ``shipped`` into ``net`` (float32, same width). Raises ShippedWeightsError naming ``source``
+    when a parameter or statistic is missing or has another shape."""
+    try:
+        result = net.load_state_dict({k: torch.from_numpy(v) for k, v in shipped.state_dict.items()}, strict=False)
+    except RuntimeError:  # a tensor of another shape
+        raise ShippedWeightsError(f"{source}: its weights do not fit ColorNet(width={net.width})") from None
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ShippedWeightsError(f"{source}: its weights do not fit ColorNet(width={net.width}) "
+                                  f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
 
 
 # ---------------------------------------------------------------- main
@@ -391,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pack", type=Path, default=Path("runs/pack"), help="folder from models.training_pack")
     ap.add_argument("--workdir", type=Path, default=Path("runs/default"))
-    ap.add_argument("--init-from", type=Path, help="shipped weights (.pt) to start a fresh workdir from")
+    ap.add_argument("--init-from", type=Path, help="an exported model (.onnx) to start a fresh workdir from")
     ap.add_argument("--val", type=Path, default=DEFAULT_VAL, help="validation photos (default: shared CBSD68)")
     ap.add_argument("--minutes", type=float, default=60.0,
                     help="wall-clock budget of this continuation (0: no training, only a validation)")
@@ -399,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--width", type=int, help=f"network width (default: the workdir's or --init-from's, else "
+                                              f"{DEFAULT_WIDTH})")
     ap.add_argument("--rebalance-power", type=float, default=0.5)
     ap.add_argument("--film-prob", type=float, default=0.5)
     ap.add_argument("--balance-weight", type=float, default=0.0,
@@ -412,7 +421,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     ap.add_argument("--export", type=Path, help="export the best EMA weights to this ONNX path and exit")
     ap.add_argument("--last", action="store_true", help="with --export: the last EMA weights, not the best validated")
-    ap.add_argument("--save-weights", type=Path, help="with --export: also write the shippable .pt here")
     ap.add_argument("--log-to", type=Path, help="with --export: append this workdir's log records not yet in this file")
     ap.add_argument("--tilt-beta", type=float, default=0.0,
                     help="with --export: decode with p·prior^β (β chosen on validation)")
@@ -449,26 +457,49 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device(args.device)
-    net = ColorNet(args.width).to(device)
-    state = {"step": 0, "seconds": 0.0, "rng": None, "continuations": [], "current": None, "best_val": None}
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    prior = None
     ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu") if ckpt_path.exists() else None
+    shipped = None
+    if ckpt is None and args.init_from:
+        try:
+            shipped = read_shipped_weights(args.init_from)
+        except ShippedWeightsError as exc:
+            print(f"error: --init-from {exc}", file=sys.stderr)
+            return 2
+    stored = ColorNet.width_of(ckpt["net"]) if ckpt else shipped.width if shipped else None
+    if args.width and stored and args.width != stored:
+        where = ckpt_path if ckpt else args.init_from
+        print(f"error: --width {args.width}: {where} holds a width-{stored} network", file=sys.stderr)
+        return 2
+    args.width = args.width or stored or DEFAULT_WIDTH
+    net = ColorNet(args.width)
+    state = {"step": 0, "seconds": 0.0, "rng": None, "continuations": [], "current": None, "best_val": None}
+    prior = None
     if ckpt is not None:
         net.load_state_dict(ckpt["net"])
         state, prior = ckpt["state"], ckpt["prior"]
-        if state["current"] is not None:
-            opt.load_state_dict(ckpt["opt"])
-            print(f"resuming continuation {len(state['continuations']) + 1} at step {state['step']}", flush=True)
-        else:
+        if state["current"] is None:
             net.load_state_dict(ckpt["ema"])
-            print(f"new continuation from the EMA weights at step {state['step']}", flush=True)
-    elif args.init_from:
-        shipped = torch.load(args.init_from, weights_only=False, map_location="cpu")
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["net"].items()})
-        prior = shipped["prior"]
-        state.update(step=shipped["step"], seconds=shipped["seconds"], continuations=list(shipped["continuations"]))
-        print(f"started from {args.init_from} (step {state['step']})", flush=True)
+    elif shipped is not None:
+        try:
+            load_shipped_weights(net, shipped, args.init_from)
+        except ShippedWeightsError as exc:
+            print(f"error: --init-from {exc}", file=sys.stderr)
+            return 2
+        prior = shipped.prior
+        state.update(step=shipped.step, seconds=shipped.seconds, continuations=shipped.continuations)
+    net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    if ckpt is not None and state["current"] is not None:
+        opt.load_state_dict(ckpt["opt"])
+        start_message = f"resuming continuation {len(state['continuations']) + 1} at step {state['step']}"
+    elif ckpt is not None:
+        start_message = f"new continuation from the EMA weights at step {state['step']}"
+    elif shipped is not None:
+        start_message = f"started from {args.init_from} (step {state['step']})"
+    else:
+        start_message = "starting from scratch"
+    if not args.export:
+        print(start_message, flush=True)
     ema = copy.deepcopy(net)
     if ckpt is not None and "ema" in ckpt:
         ema.load_state_dict(ckpt["ema"])
@@ -485,16 +516,17 @@ def main(argv: list[str] | None = None) -> int:
                   "then become its best", file=sys.stderr)
             return 1
         decoding = Decoding(args.temperature, args.tilt_beta, args.confidence_power)
-        meta = {"architecture": f"ColorNet(width={args.width}) with global context", "steps": str(best["state"]["step"]),
-                "train_seconds": f"{best['state']['seconds']:.0f}", "anneal_t": str(decoding.temperature),
+        trained = best["state"]
+        done = trained["continuations"] + ([{**trained["current"], "end_step": trained["step"]}]
+                                           if trained.get("current") else [])
+        meta = {"architecture": f"ColorNet(width={args.width}) with global context",
+                **training_metadata(args.width, best["prior"], trained["step"], trained["seconds"], done),
+                "anneal_t": str(decoding.temperature),
                 "tilt_beta": str(decoding.tilt_beta), "confidence_power": str(decoding.confidence_power),
                 "contract": "l_minus_50 N×1×224×224 (L−50) → ab N×2×56×56"}
         export_onnx(ema, decoding.module(torch.from_numpy(centres), log_prior_tensor(best["prior"], centres)),
                     args.export, meta)
         print(f"exported step {best['state']['step']} to {args.export}")
-        if args.save_weights:
-            save_weights(ema, best["state"], best["prior"], args.width, args.save_weights)
-            print(f"weights written to {args.save_weights}")
         if args.log_to:
             append_new_lines(args.workdir / "train_log.jsonl", args.log_to)
         return 0

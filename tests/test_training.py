@@ -99,6 +99,7 @@ def log_records(workdir: Path) -> list[dict]:
 
 def test_training_resumes_continues_from_shipped_weights_and_exports_a_runnable_model(tmp_path):
     from models.runtime import ColorModel
+    from models.shipped_weights import read_shipped_weights
 
     common = tiny_run(tmp_path)
     workdir = tmp_path / "run"
@@ -114,23 +115,22 @@ def test_training_resumes_continues_from_shipped_weights_and_exports_a_runnable_
     second = log_records(workdir)[-1]
     assert second["index"] == 2 and second["start_step"] == steps_one and second["total_steps"] > steps_one
 
-    onnx_path, weights = tmp_path / "model.onnx", tmp_path / "weights.pt"
-    kept_log = tmp_path / "training_log.jsonl"
+    onnx_path, kept_log = tmp_path / "model.onnx", tmp_path / "training_log.jsonl"
     for _ in range(2):  # exporting twice keeps each record once
-        train("--workdir", str(workdir), "--width", "8", "--export", str(onnx_path), "--save-weights", str(weights),
+        train("--workdir", str(workdir), "--export", str(onnx_path),
               "--tilt-beta", "0.2", "--confidence-power", "0.5", "--log-to", str(kept_log))
     assert kept_log.read_text().splitlines() == (workdir / "train_log.jsonl").read_text().splitlines()
     model = ColorModel(onnx_path)
     ab = model.predict_ab(np.zeros((2, 1, 224, 224), np.float32))
     assert model.input_size == (224, 224) and ab.shape == (2, 2, 56, 56) and np.isfinite(ab).all()
 
-    fresh = tmp_path / "next_session"
-    train(*common, "--workdir", str(fresh), "--init-from", str(weights), "--minutes", "0.05")
-    shipped = torch.load(weights, weights_only=False)
+    fresh = tmp_path / "next_session"  # the exported model is what the next session continues from
+    train(*common, "--workdir", str(fresh), "--init-from", str(onnx_path), "--minutes", "0.05")
+    shipped = read_shipped_weights(onnx_path)
     records = log_records(fresh)
-    assert shipped["step"] >= steps_one and len(shipped["continuations"]) in (1, 2)
-    assert records[-1]["index"] == len(shipped["continuations"]) + 1
-    assert records[-1]["start_step"] == shipped["step"] and records[-1]["total_steps"] > shipped["step"]
+    assert shipped.width == 8 and shipped.step >= steps_one and len(shipped.continuations) in (1, 2)
+    assert records[-1]["index"] == len(shipped.continuations) + 1
+    assert records[-1]["start_step"] == shipped.step and records[-1]["total_steps"] > shipped.step
 
 
 def test_colour_balance_term_is_the_per_image_cast_in_ab_units():
@@ -190,31 +190,91 @@ def test_decoding_choice_with_int8_tries_each_passing_decoding_until_its_twin_pa
     assert all({"rbauc_gain", "delta_a", "below_gray", "shortfall"} <= set(r) for r in report["int8_tried"])
 
 
-def test_shipped_weights_keep_batch_norm_variances_beyond_float16_range(tmp_path):
-    from models.network import ColorNet
-    from models.train import save_weights
+def export_for_test(net, path: Path, step: int = 7) -> Path:
+    """``net`` exported as the training exports it (plain decoding, a uniform prior)."""
+    from models import load_bin_centres
+    from models.network import Decoding
+    from models.shipped_weights import training_metadata
+    from models.train import export_onnx
+
+    centres = torch.from_numpy(load_bin_centres()).float()
+    metadata = training_metadata(net.width, np.full(313, 1 / 313), step, 1.0, [{"index": 1, "end_step": step}])
+    export_onnx(net, Decoding().module(centres, torch.zeros(313)), path, metadata)
+    return path
+
+
+def test_exported_model_runs_like_the_network_and_gives_its_weights_back(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from models.network import ColorNet, ExportedColorizer, Decoding
+    from models import load_bin_centres
+    from models.shipped_weights import read_shipped_weights
 
     net = ColorNet(8)
-    net.context[0][1].running_var.fill_(1.0e5)  # float16 ends at 65,504
-    state = {"continuations": [], "step": 7, "seconds": 1.0}
-    save_weights(net, state, np.full(313, 1 / 313), 8, tmp_path / "weights.pt")
-    saved = torch.load(tmp_path / "weights.pt", weights_only=False)["net"]
-    assert saved["context.0.0.weight"].dtype == torch.float16
-    assert saved["context.0.1.running_var"].dtype == torch.float32
-    assert torch.equal(saved["context.0.1.running_var"], net.context[0][1].running_var)
+    with torch.no_grad():
+        for i, norm in enumerate(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 2.0)
+            norm.weight.uniform_(0.5, 1.5)
+        net.context[0][1].running_var.fill_(1.0e5)  # float16 ends at 65,504
+    path = export_for_test(net.eval(), tmp_path / "model.onnx")
+    stored = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}
+    assert stored["net.context.0.0.weight.float16"] == onnx.TensorProto.FLOAT16  # large weights: float16
+    assert stored["net.context.0.1.running_var"] == onnx.TensorProto.FLOAT  # statistics: float32
+
+    shipped = read_shipped_weights(path)
+    assert shipped.width == 8 and shipped.step == 7 and shipped.continuations == [{"index": 1, "end_step": 7}]
+    assert np.array_equal(shipped.state_dict["context.0.1.running_var"], net.context[0][1].running_var.numpy())
+    weight = net.context[0][0].weight.detach().numpy()
+    assert np.array_equal(shipped.state_dict["context.0.0.weight"], weight.astype(np.float16).astype(np.float32))
+    from models.choose_decoding import load_weights  # the decoding choice starts from the same file
+    loaded, prior, info = load_weights(path)
+    assert info == {"step": 7, "width": 8} and prior == pytest.approx(np.full(313, 1 / 313), rel=1e-5)
+    assert torch.equal(loaded.context[0][1].running_var, net.context[0][1].running_var)
+
+    x = np.random.default_rng(0).uniform(-50, 50, (2, 1, 224, 224)).astype(np.float32)
+    centres = torch.from_numpy(load_bin_centres()).float()
+    with torch.no_grad():
+        expected = ExportedColorizer(net, Decoding().module(centres, torch.zeros(313)))(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"l_minus_50": x})[0]
+    assert got.shape == (2, 2, 56, 56) and np.abs(got - expected).max() < 0.5
+
+
+def test_a_model_that_cannot_seed_training_is_refused_in_one_line(tmp_path, capsys):
+    from models.network import ColorNet
+    from models.train import main
+
+    common = [*tiny_run(tmp_path), "--workdir", str(tmp_path / "run"), "--minutes", "0"]
+    wider = export_for_test(ColorNet(16).eval(), tmp_path / "wider.onnx")
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("not a model")
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Conv2d(1, 2, 3).eval(), torch.zeros(1, 1, 8, 8), str(foreign), dynamo=False)
+    expected = {
+        wider: f"error: --width 8: {wider} holds a width-16 network",
+        not_onnx: f"error: --init-from {not_onnx}: not an ONNX model",
+        foreign: (f"error: --init-from {foreign}: it cannot seed training: it lacks the metadata width, "
+                  "training_prior, steps, train_seconds, continuations (export it again with python -m models.train "
+                  "--export)"),
+        tmp_path / "absent.onnx": f"error: --init-from {tmp_path / 'absent.onnx'}: cannot read it (No such file or "
+                                  "directory)"}
+    for source, message in expected.items():
+        capsys.readouterr()
+        assert main([*common, "--init-from", str(source)]) == 2
+        assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_own(tmp_path, capsys):
     from models.network import ColorNet
-    from models.train import batchnorm_statistics_finite, main, save_weights
+    from models.train import batchnorm_statistics_finite, main
 
     broken = ColorNet(8)
     broken.dec2[1].running_var[3] = float("inf")  # what float16 once made of a variance above 65,504
-    save_weights(broken, {"continuations": [], "step": 5, "seconds": 1.0}, np.full(313, 1 / 313), 8,
-                 tmp_path / "broken.pt")
+    export_for_test(broken, tmp_path / "broken.onnx", step=5)
     workdir = tmp_path / "run"
     common = [*tiny_run(tmp_path), "--workdir", str(workdir)]
-    train(*common, "--init-from", str(tmp_path / "broken.pt"), "--minutes", "0")
+    train(*common, "--init-from", str(tmp_path / "broken.onnx"), "--minutes", "0")
     records = log_records(workdir)
     assert [r["event"] for r in records] == ["start", "validation", "continuation_end"]
     assert records[1]["step"] == 5 and records[-1]["total_steps"] == 5 and np.isfinite(records[1]["auc_gain"])
@@ -235,7 +295,7 @@ def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_ow
     best = torch.load(workdir / "best.pt", weights_only=False)
     best["ema"]["dec2.1.running_var"][3] = float("inf")
     torch.save(best, workdir / "best.pt")
-    assert main(["--workdir", str(workdir), "--width", "8", "--export", str(tmp_path / "m.onnx")]) == 1
+    assert main(["--workdir", str(workdir), "--export", str(tmp_path / "m.onnx")]) == 1
     assert not (tmp_path / "m.onnx").exists()
     assert capsys.readouterr().err.strip() == (
         f"error: {workdir / 'best.pt'} has batch-norm statistics that are not finite (saved before they were "
