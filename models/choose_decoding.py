@@ -57,7 +57,7 @@ def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
     """A ColorNet with the EMA weights of a training ``best.pt`` / ``checkpoint.pt``, or the weights of
     an exported model (``.onnx``); returns (net, prior, info). Exits with one line when an ONNX file
     cannot seed a network (:class:`models.shipped_weights.ShippedWeightsError`)."""
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         try:
             shipped = read_shipped_weights(path)
             net = ColorNet(shipped.width)
@@ -65,7 +65,14 @@ def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
         except ShippedWeightsError as exc:
             raise SystemExit(f"error: {exc}") from None
         return net.eval(), shipped.prior, {"step": shipped.step, "width": shipped.width}
-    data = torch.load(path, weights_only=False, map_location="cpu")
+    try:
+        data = torch.load(path, weights_only=False, map_location="cpu")
+    except OSError as exc:
+        raise SystemExit(f"error: {path}: cannot read it ({exc.strerror or exc})") from None
+    except Exception:  # pickle and zip errors: not a training file
+        raise SystemExit(f"error: {path}: not a training best.pt / checkpoint.pt, nor an exported .onnx") from None
+    if not isinstance(data, dict) or "ema" not in data:
+        raise SystemExit(f"error: {path}: not a training best.pt / checkpoint.pt, nor an exported .onnx")
     width = ColorNet.width_of(data["ema"])
     net = ColorNet(width)
     net.load_state_dict(data["ema"])

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models import NUM_BINS
+
 FLOAT16_STORAGE_MIN_ELEMENTS = 1024
 FLOAT16_SUFFIX = ".float16"
 NETWORK_PREFIX = "net."
@@ -100,17 +102,25 @@ def read_shipped_weights(path: Path) -> ShippedWeights:
     except DecodeError:
         raise ShippedWeightsError(f"{path}: not an ONNX model") from None
     meta = {p.key: p.value for p in proto.metadata_props}
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in proto.graph.node):
+        raise ShippedWeightsError(f"{path}: it is an 8-bit model; start from the float model it was quantized from")
     missing = [k for k in TRAINING_METADATA_KEYS if k not in meta]
     has_norms = any(n.op_type == "BatchNormalization" for n in proto.graph.node)
     if missing or not has_norms:
-        raise ShippedWeightsError(f"{path}: it cannot seed training: it lacks "
-                                  f"{'the metadata ' + ', '.join(missing) if missing else 'unfolded batch norms'} "
-                                  "(export it again with python -m models.train --export)")
+        lacks = "the metadata " + ", ".join(missing) if missing else "unfolded batch norms"
+        raise ShippedWeightsError(f"{path}: it cannot seed training: it lacks {lacks} (only a model exported by "
+                                  "python -m models.train --export can)")
     state = {}
     for init in proto.graph.initializer:
         name = init.name.removesuffix(FLOAT16_SUFFIX)
         if name.startswith(NETWORK_PREFIX):
             state[name[len(NETWORK_PREFIX):]] = numpy_helper.to_array(init).astype(np.float32)
-    prior = np.asarray(json.loads(meta["training_prior"]), np.float64)
-    return ShippedWeights(state, int(meta["width"]), prior / prior.sum(), int(meta["steps"]),
-                          float(meta["train_seconds"]), list(json.loads(meta["continuations"])))
+    try:
+        prior = np.asarray(json.loads(meta["training_prior"]), np.float64)
+        width, step, seconds = int(meta["width"]), int(meta["steps"]), float(meta["train_seconds"])
+        continuations = list(json.loads(meta["continuations"]))
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ShippedWeightsError(f"{path}: its training metadata is malformed ({exc})") from None
+    if prior.shape != (NUM_BINS,) or not np.isfinite(prior).all() or prior.min() < 0 or prior.sum() <= 0:
+        raise ShippedWeightsError(f"{path}: its training prior is not {NUM_BINS} non-negative numbers")
+    return ShippedWeights(state, width, prior / prior.sum(), step, seconds, continuations)

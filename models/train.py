@@ -3,7 +3,8 @@
     python -m models.training_pack ../shared/data/train runs/pack          # once: decode the photos
     python -m models.train --pack runs/pack --workdir runs/default --minutes 150 \\
         --init-from models/default.onnx                                    # one continuation
-    python -m models.train --workdir runs/default --export models/default.onnx   # ship the best weights
+    python -m models.train --workdir runs/default --export models/default.onnx \\
+        --temperature T --tilt-beta B --confidence-power G                 # ship, decoding from choose_decoding
 
 Method:
   * classification over the 313 in-gamut ab bins, soft-encoded targets (each pixel's ab spread
@@ -48,6 +49,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -325,10 +327,12 @@ def export_onnx(net: ColorNet, decode: AnnealedMean, path: Path, metadata: dict[
     model = ExportedColorizer(copy.deepcopy(net).float().eval(), decode).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(model, torch.zeros(1, 1, 224, 224), str(tmp), input_names=["l_minus_50"],
-                      output_names=["ab"], dynamic_axes={"l_minus_50": {0: "N"}, "ab": {0: "N"}},
-                      opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
-                      do_constant_folding=False, keep_initializers_as_inputs=True)
+    with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation on every call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, torch.zeros(1, 1, 224, 224), str(tmp), input_names=["l_minus_50"],
+                          output_names=["ab"], dynamic_axes={"l_minus_50": {0: "N"}, "ab": {0: "N"}},
+                          opset_version=17, dynamo=False, training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False, keep_initializers_as_inputs=True)
     proto = onnx.load(str(tmp))
     weights = {init.name for init in proto.graph.initializer}  # as inputs only so equal tensors keep their names
     graph_inputs = [value for value in proto.graph.input if value.name not in weights]
@@ -448,7 +452,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     centres = load_bin_centres()
-    args.workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.workdir / "checkpoint.pt"
     best_path = args.workdir / "best.pt"
 
@@ -457,17 +460,25 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    if args.export and not (ckpt_path.exists() or best_path.exists()):
+        print(f"error: --export: {args.workdir} holds no best.pt or checkpoint.pt to export", file=sys.stderr)
+        return 2
     ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu") if ckpt_path.exists() else None
     shipped = None
-    if ckpt is None and args.init_from:
+    if ckpt is not None and args.init_from and not args.export:
+        print(f"note: --init-from {args.init_from} is not used: {ckpt_path} exists, so its run continues",
+              file=sys.stderr)
+    if ckpt is None and args.init_from and not args.export:
         try:
             shipped = read_shipped_weights(args.init_from)
         except ShippedWeightsError as exc:
             print(f"error: --init-from {exc}", file=sys.stderr)
             return 2
-    stored = ColorNet.width_of(ckpt["net"]) if ckpt else shipped.width if shipped else None
+    best_only = None if ckpt or not best_path.exists() else torch.load(best_path, weights_only=False, map_location="cpu")
+    stored = (ColorNet.width_of(ckpt["net"]) if ckpt else ColorNet.width_of(best_only["ema"]) if best_only
+              else shipped.width if shipped else None)
     if args.width and stored and args.width != stored:
-        where = ckpt_path if ckpt else args.init_from
+        where = ckpt_path if ckpt else best_path if best_only else args.init_from
         print(f"error: --width {args.width}: {where} holds a width-{stored} network", file=sys.stderr)
         return 2
     args.width = args.width or stored or DEFAULT_WIDTH
@@ -505,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         ema.load_state_dict(ckpt["ema"])
 
     val_images = load_validation(args.val)
+    if not args.export and not val_images:
+        print(f"error: --val {args.val}: no validation photos there (the folder is missing or holds no readable "
+              "image); every validation, the best weights and the batch-norm estimate need them", file=sys.stderr)
+        return 2
+    args.workdir.mkdir(parents=True, exist_ok=True)
     if args.export:
         source = ckpt_path if args.last or not best_path.exists() else best_path
         best = torch.load(source, weights_only=False, map_location="cpu")

@@ -254,15 +254,35 @@ def test_a_model_that_cannot_seed_training_is_refused_in_one_line(tmp_path, caps
         wider: f"error: --width 8: {wider} holds a width-16 network",
         not_onnx: f"error: --init-from {not_onnx}: not an ONNX model",
         foreign: (f"error: --init-from {foreign}: it cannot seed training: it lacks the metadata width, "
-                  "training_prior, steps, train_seconds, continuations (export it again with python -m models.train "
-                  "--export)"),
+                  "training_prior, steps, train_seconds, continuations (only a model exported by python -m "
+                  "models.train --export can)"),
         tmp_path / "absent.onnx": f"error: --init-from {tmp_path / 'absent.onnx'}: cannot read it (No such file or "
                                   "directory)"}
     for source, message in expected.items():
         capsys.readouterr()
         assert main([*common, "--init-from", str(source)]) == 2
         assert capsys.readouterr().err.strip() == message
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()
+
+    assert main([*common, "--val", str(tmp_path / "no_such_folder")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --val {tmp_path / 'no_such_folder'}: no validation photos there (the folder is missing or holds no "
+        "readable image); every validation, the best weights and the batch-norm estimate need them")
+    assert main(["--workdir", str(tmp_path / "run"), "--export", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --export: {tmp_path / 'run'} holds no best.pt or checkpoint.pt to export"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_workdir_holding_only_best_weights_exports_at_their_width(tmp_path):
+    from models.network import ColorNet
+    from models.shipped_weights import read_shipped_weights
+
+    workdir = tmp_path / "from_device"  # what comes back from the device machine: best.pt alone
+    workdir.mkdir()
+    state = {"step": 9, "seconds": 2.0, "continuations": [], "current": None}
+    torch.save({"ema": ColorNet(16).state_dict(), "state": state, "prior": np.full(313, 1 / 313)}, workdir / "best.pt")
+    train("--workdir", str(workdir), "--export", str(tmp_path / "m.onnx"))
+    assert read_shipped_weights(tmp_path / "m.onnx").width == 16
 
 
 def test_validation_gives_the_averaged_weights_batch_norm_statistics_of_their_own(tmp_path, capsys):
