@@ -47,6 +47,8 @@ CELL_WIDTH = 240
 LABEL_HEIGHT = 20
 GAP = 4
 SHEET_COLUMNS = ("gray input", "ours", "ground truth")
+GREEN_TRUTH_A_MAX = -8.0  # a pixel's truth counts as green (vegetation, mostly) below this a* ...
+GREEN_TRUTH_CHROMA_MIN = 10.0  # ... with at least this chroma (Lab units)
 SHEET_BACKGROUND = (32, 32, 32)
 LABEL_COLOUR = (235, 235, 235)
 
@@ -199,7 +201,9 @@ class ImageScores:
     AuC values are percentages (0..100), the rebalanced one weighting each pixel by 1 / the share
     of its ground-truth bin in this image alone; PSNR in dB; colourfulness is Hasler–Süsstrunk M;
     ``delta_a`` / ``delta_b`` are the mean a* / b* of our output minus the ground truth's (Lab
-    units; + is a red / yellow cast).
+    units; + is a red / yellow cast). ``green_truth_pixels`` counts the pixels whose truth is green
+    (a* < GREEN_TRUTH_A_MAX, chroma ≥ GREEN_TRUTH_CHROMA_MIN) and ``green_truth_ours_a_sum`` adds up
+    our a* there (before the RGB gamut).
     """
 
     name: str
@@ -216,6 +220,8 @@ class ImageScores:
     colourfulness_truth: float
     delta_a: float
     delta_b: float
+    green_truth_pixels: int = 0
+    green_truth_ours_a_sum: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -225,7 +231,9 @@ class PerImageSummary:
     Gains are ours minus the grayscale baseline's (AuC in points, PSNR in dB); ``delta_a`` /
     ``delta_b`` the mean colour cast (Lab units); ``below_gray`` the number of images whose
     rebalanced AuC is below their grayscale baseline's; ``colourfulness_share_pct`` the mean of
-    ours over the mean of the ground truth's, in percent.
+    ours over the mean of the ground truth's, in percent; ``green_truth_a`` our mean a* over every
+    pixel whose truth is green, pooled (NaN when there is none): above 0, grass and leaves lean red,
+    which is how a model paints a black-and-white film's lawns red (docs/make_gallery.py measures that).
     """
 
     images: int
@@ -239,6 +247,7 @@ class PerImageSummary:
     delta_b: float
     below_gray: int
     colourfulness_share_pct: float
+    green_truth_a: float = math.nan
 
     @classmethod
     def of(cls, scores: list[ImageScores]) -> "PerImageSummary":
@@ -246,6 +255,7 @@ class PerImageSummary:
         def mean(key: str) -> float:
             return float(np.mean([getattr(s, key) for s in scores]))
         truth = mean("colourfulness_truth")
+        green = sum(s.green_truth_pixels for s in scores)
         return cls(
             images=len(scores),
             auc_rebalanced_pct=mean("auc_rebalanced_pct"), auc_rebalanced_gray_pct=mean("auc_rebalanced_gray_pct"),
@@ -253,7 +263,8 @@ class PerImageSummary:
             psnr_db=mean("psnr_db"), psnr_gray_db=mean("psnr_gray_db"),
             delta_a=mean("delta_a"), delta_b=mean("delta_b"),
             below_gray=sum(s.auc_rebalanced_pct < s.auc_rebalanced_gray_pct for s in scores),
-            colourfulness_share_pct=100.0 * mean("colourfulness") / truth if truth > 0 else math.nan)
+            colourfulness_share_pct=100.0 * mean("colourfulness") / truth if truth > 0 else math.nan,
+            green_truth_a=sum(s.green_truth_ours_a_sum for s in scores) / green if green else math.nan)
 
     def brief(self) -> dict:
         """The figures the quality targets are stated in, rounded, as a JSON-ready dict."""
@@ -261,7 +272,8 @@ class PerImageSummary:
                 "auc_gain": round(self.auc_pct - self.auc_gray_pct, 2),
                 "psnr_gain": round(self.psnr_db - self.psnr_gray_db, 2),
                 "delta_a": round(self.delta_a, 2), "delta_b": round(self.delta_b, 2),
-                "below_gray": self.below_gray, "colourfulness_pct": round(self.colourfulness_share_pct, 1)}
+                "below_gray": self.below_gray, "colourfulness_pct": round(self.colourfulness_share_pct, 1),
+                "green_truth_a": round(self.green_truth_a, 2) if math.isfinite(self.green_truth_a) else None}
 
 
 @dataclass(frozen=True)
@@ -313,6 +325,9 @@ class ImageQualityReport:
         lines += [f"{name:<{width}}  {cell(ours):>9}  {cell(gray):>9}" for name, ours, gray in per_rows]
         lines.append(f"colour cast, mean of ours minus truth: a* {per.delta_a:+.2f}, b* {per.delta_b:+.2f}; "
                      f"{per.below_gray} of {per.images} images below grayscale on rebalanced AuC")
+        lines.append(f"where the truth is green (a* < {GREEN_TRUTH_A_MAX:g}, chroma >= {GREEN_TRUTH_CHROMA_MIN:g}): "
+                     + (f"mean a* of ours {per.green_truth_a:+.2f} (above 0: vegetation leans red)"
+                        if math.isfinite(per.green_truth_a) else "no such pixel"))
         if self.sheet_path:
             lines.append(f"contact sheet: {self.sheet_path} ({self.sheet_rows} rows: "
                          f"{' | '.join(SHEET_COLUMNS)})")
@@ -421,6 +436,7 @@ def score_image(name: str, rgb: np.ndarray, predicted_ab: np.ndarray,
     gray_rgb = merge_lightness(code, _ZERO_AB)
     ours_mean_ab = lab_ab(ours_rgb).reshape(-1, 2).mean(0)
     truth_mean_ab = truth_ab.reshape(-1, 2).mean(0)
+    green = (truth_ab[..., 0] < GREEN_TRUTH_A_MAX) & (np.hypot(truth_ab[..., 0], truth_ab[..., 1]) >= GREEN_TRUTH_CHROMA_MIN)
     scores = ImageScores(
         name=name, height=height, width=width,
         auc_pct=100.0 * ab_error_auc(err_ours), auc_gray_pct=100.0 * ab_error_auc(err_gray),
@@ -429,7 +445,8 @@ def score_image(name: str, rgb: np.ndarray, predicted_ab: np.ndarray,
         psnr_db=psnr(ours_rgb, rgb), psnr_gray_db=psnr(gray_rgb, rgb),
         colourfulness=colourfulness(ours_rgb), colourfulness_gray=colourfulness(gray_rgb),
         colourfulness_truth=colourfulness(rgb),
-        delta_a=float(ours_mean_ab[0] - truth_mean_ab[0]), delta_b=float(ours_mean_ab[1] - truth_mean_ab[1]))
+        delta_a=float(ours_mean_ab[0] - truth_mean_ab[0]), delta_b=float(ours_mean_ab[1] - truth_mean_ab[1]),
+        green_truth_pixels=int(green.sum()), green_truth_ours_a_sum=float(ours_ab[..., 0][green].sum()))
     return ScoredImage(scores, ours_rgb, gray_rgb, err_ours, err_gray, bins)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -204,6 +205,23 @@ def test_per_image_figures_report_the_colour_cast_and_images_below_grayscale(col
     assert per.delta_a == pytest.approx(np.mean([s.delta_a for s in report.images]))
     assert per.images == 3 and per.below_gray == 1
     assert per.auc_rebalanced_pct == pytest.approx(np.mean([s.auc_rebalanced_pct for s in report.images]))
+
+
+def test_green_truth_figure_is_our_mean_a_star_where_the_photo_is_green(colour_model, synthetic_dir, tmp_path):
+    greens = tmp_path / "greens"
+    greens.mkdir()
+    write_rgb(greens / "lawn.png", lab_to_rgb(45.0, -30.0, 25.0))  # grass green; the model says a* +15
+    write_rgb(greens / "sky.png", lab_to_rgb(70.0, -5.0, -30.0))  # blue: not counted
+    report = evaluate_images(colour_model, greens)
+    lawn, sky = sorted(report.images, key=lambda s: s.name)
+    assert lawn.green_truth_pixels == 48 * 64 and sky.green_truth_pixels == 0
+    assert report.per_image.green_truth_a == pytest.approx(CONSTANT_AB[0], abs=0.5)
+    assert report.per_image.brief()["green_truth_a"] == pytest.approx(CONSTANT_AB[0], abs=0.5)
+    assert re.search(r"is green \(a\* < -8, chroma >= 10\): mean a\* of ours \+1[45]\.\d\d \(above 0: vegetation "
+                     r"leans red\)", report.format_table())
+    no_green = evaluate_images(colour_model, synthetic_dir)
+    assert math.isnan(no_green.per_image.green_truth_a) and no_green.per_image.brief()["green_truth_a"] is None
+    assert "chroma >= 10): no such pixel" in no_green.format_table()
 
 
 def test_saturation_zero_scores_exactly_the_grayscale_baseline(colour_model, synthetic_dir):
