@@ -33,8 +33,8 @@ import torch
 from models import load_bin_centres
 from models.network import ColorNet, Decoding
 from models.shipped_weights import ShippedWeightsError, read_shipped_weights
-from models.train import (CAST_BOUND, DEFAULT_VAL, cast_excess, decoded_figures, load_shipped_weights, load_validation,
-                          log_prior_tensor, validation_logits)
+from models.train import (CAST_BOUND, DEFAULT_VAL, cast_excess, decoded_figures, load_validation, log_prior_tensor,
+                          network_from_shipped, validation_logits)
 from stream.config import ColourSettings
 
 TEMPERATURES = (0.38, 0.5, 0.6)
@@ -60,8 +60,7 @@ def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
     if path.suffix.lower() == ".onnx":
         try:
             shipped = read_shipped_weights(path)
-            net = ColorNet(shipped.width)
-            load_shipped_weights(net, shipped, path)
+            net = network_from_shipped(shipped, path)
         except ShippedWeightsError as exc:
             raise SystemExit(f"error: {exc}") from None
         return net.eval(), shipped.prior, {"step": shipped.step, "width": shipped.width}

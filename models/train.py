@@ -383,9 +383,10 @@ def estimate_batchnorm_statistics(net: ColorNet, inputs: Iterable[torch.Tensor],
     net.train(was_training)
 
 
-def load_shipped_weights(net: ColorNet, shipped: ShippedWeights, source: Path) -> None:
-    """Copy ``shipped`` into ``net`` (float32, same width). Raises ShippedWeightsError naming ``source``
-    when a parameter or statistic is missing or has another shape."""
+def network_from_shipped(shipped: ShippedWeights, source: Path) -> ColorNet:
+    """A float32 ColorNet of ``shipped``'s width holding its weights. Raises ShippedWeightsError naming
+    ``source`` when a parameter or statistic is missing or has another shape."""
+    net = ColorNet(shipped.width)
     try:
         result = net.load_state_dict({k: torch.from_numpy(v) for k, v in shipped.state_dict.items()}, strict=False)
     except RuntimeError:  # a tensor of another shape
@@ -394,6 +395,7 @@ def load_shipped_weights(net: ColorNet, shipped: ShippedWeights, source: Path) -
     if missing or result.unexpected_keys:
         raise ShippedWeightsError(f"{source}: its weights do not fit ColorNet(width={net.width}) "
                                   f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+    return net
 
 
 # ---------------------------------------------------------------- main
@@ -464,13 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --export: {args.workdir} holds no best.pt or checkpoint.pt to export", file=sys.stderr)
         return 2
     ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu") if ckpt_path.exists() else None
-    shipped = None
+    shipped = seed = None
     if ckpt is not None and args.init_from and not args.export:
         print(f"note: --init-from {args.init_from} is not used: {ckpt_path} exists, so its run continues",
               file=sys.stderr)
     if ckpt is None and args.init_from and not args.export:
         try:
             shipped = read_shipped_weights(args.init_from)
+            seed = network_from_shipped(shipped, args.init_from)
         except ShippedWeightsError as exc:
             print(f"error: --init-from {exc}", file=sys.stderr)
             return 2
@@ -482,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --width {args.width}: {where} holds a width-{stored} network", file=sys.stderr)
         return 2
     args.width = args.width or stored or DEFAULT_WIDTH
-    net = ColorNet(args.width)
+    net = seed if seed is not None else ColorNet(args.width)
     state = {"step": 0, "seconds": 0.0, "rng": None, "continuations": [], "current": None, "best_val": None}
     prior = None
     if ckpt is not None:
@@ -491,11 +494,6 @@ def main(argv: list[str] | None = None) -> int:
         if state["current"] is None:
             net.load_state_dict(ckpt["ema"])
     elif shipped is not None:
-        try:
-            load_shipped_weights(net, shipped, args.init_from)
-        except ShippedWeightsError as exc:
-            print(f"error: --init-from {exc}", file=sys.stderr)
-            return 2
         prior = shipped.prior
         state.update(step=shipped.step, seconds=shipped.seconds, continuations=shipped.continuations)
     net.to(device)
@@ -523,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.export:
         source = ckpt_path if args.last or not best_path.exists() else best_path
-        best = torch.load(source, weights_only=False, map_location="cpu")
+        best = best_only if best_only is not None and source == best_path else torch.load(source, weights_only=False,
+                                                                                           map_location="cpu")
         ema.load_state_dict(best["ema"])
         ema.cpu()
         if not batchnorm_statistics_finite(ema):
