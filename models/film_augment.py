@@ -3,12 +3,46 @@
 The model is trained on digital photos but mostly sees old film: grain, softness, crushed or lifted
 tone curves, vignetting, frame-to-frame brightness flicker, scratches and dust. Showing it such
 inputs (while the target colour stays the clean photo's) keeps film from falling outside what it
-has learnt. Every function takes and returns L as float32 H×W in Lab units (0..100).
+has learnt. Every degradation takes and returns L as float32 H×W in Lab units (0..100).
+
+The lightness itself is what the eye sees (CIE Y) only for a digital photo. Film records light with
+its own spectral sensitivity: orthochromatic stock (most film before the mid-1920s) is blind to red
+and renders green darker and blue sky lighter than the eye does; panchromatic stock sees red but
+weighs the channels differently again. :func:`film_stock_lightness` imitates that from the photo's
+RGB, so the model does not learn that a lawn's grey level is the eye's.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+
+_SRGB_TO_LINEAR = np.where(np.arange(256) / 255.0 <= 0.04045, np.arange(256) / 255.0 / 12.92,
+                           ((np.arange(256) / 255.0 + 0.055) / 1.055) ** 2.4).astype(np.float32)
+ORTHOCHROMATIC_SHARE = 0.5
+
+
+def stock_sensitivity(rng: np.random.Generator) -> np.ndarray:
+    """Random weights (float32, 3, summing to 1) of linear R, G, B in a film stock's exposure:
+    orthochromatic with probability ``ORTHOCHROMATIC_SHARE`` (R 0–0.08, G 0.35–0.6, the rest blue),
+    else panchromatic (R 0.2–0.4, G 0.4–0.65, the rest blue; the eye's, Rec. 709, is 0.21, 0.72, 0.07).
+    Ranges are rough readings of published spectral sensitivity curves, not measurements."""
+    if rng.random() < ORTHOCHROMATIC_SHARE:
+        red, green = rng.uniform(0.0, 0.08), rng.uniform(0.35, 0.6)
+    else:
+        red, green = rng.uniform(0.2, 0.4), rng.uniform(0.4, 0.65)
+    return np.array([red, green, max(0.0, 1.0 - red - green)], np.float32)
+
+
+def film_stock_lightness(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """RGB uint8 H×W×3 → float32 H×W lightness (CIE L*, 0..100) of the scene as a film stock with
+    :func:`stock_sensitivity` would record it: the weighted sum of linear RGB (sRGB decoding, IEC
+    61966-2-1) put through the L* formula of CIE 1976 in place of luminance Y. White stays 100 and
+    black 0; a pure red is near black on orthochromatic stock."""
+    linear = _SRGB_TO_LINEAR[rgb]
+    exposure = linear @ stock_sensitivity(rng)
+    return np.where(exposure > 216 / 24389, 116.0 * np.cbrt(exposure) - 16.0,
+                    exposure * (24389 / 27)).astype(np.float32)
 
 
 def tone_curve(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -63,6 +97,20 @@ def degrade_like_film(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < probability:
             l = degradation(l, rng)
     return np.clip(l, 0.0, 100.0).astype(np.float32, copy=False)
+
+
+FILM_STOCK_PROBABILITY = 0.75
+
+
+def film_lightness(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """RGB uint8 H×W×3 → float32 H×W L (0..100) as old film would show the scene: recorded with a
+    random film stock's sensitivity (:func:`film_stock_lightness`, with probability
+    ``FILM_STOCK_PROBABILITY``; else the eye's lightness) and then :func:`degrade_like_film`."""
+    if rng.random() < FILM_STOCK_PROBABILITY:
+        lightness = film_stock_lightness(rgb, rng)
+    else:
+        lightness = cv2.cvtColor(rgb.astype(np.float32) * np.float32(1.0 / 255.0), cv2.COLOR_RGB2LAB)[..., 0]
+    return degrade_like_film(lightness, rng)
 
 
 def black_bars(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -15,7 +15,8 @@ Method:
     (``../shared/findings/colour-decoding.md``); what is left of the tilt is undone at decoding by
     a tilt chosen on validation (``models.choose_decoding``);
   * inputs: random resized crops (35–100 % of the stored square, aspect 3:4–4:3) with flips; with
-    probability ``--film-prob`` the input lightness is degraded like old film
+    probability ``--film-prob`` the input lightness is that of old film: recorded with a random
+    orthochromatic or panchromatic film stock's sensitivity (3 in 4 of them) and degraded
     (:mod:`models.film_augment`; the target colour is always the clean photo's), and with
     probability 0.15 the crop gets black letterbox or pillarbox bars;
   * optionally a colour-balance term (``--balance-weight``, off by default; 0.05 tried): the Huber
@@ -59,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from models import ANNEAL_T, NUM_BINS, load_bin_centres, smoothed_histogram
-from models.film_augment import black_bars, degrade_like_film
+from models.film_augment import FILM_STOCK_PROBABILITY, black_bars, film_lightness
 from models.network import DEFAULT_WIDTH, AnnealedMean, ColorNet, Decoding, ExportedColorizer
 from models.shipped_weights import (ShippedWeights, ShippedWeightsError, read_shipped_weights,
                                     store_large_floats_as_float16, training_metadata)
@@ -179,9 +180,12 @@ class BatchSampler:
         x = np.empty((batch, 1, side, side), np.float32)
         for i in range(batch):
             photo = self.photos[self.rng.integers(len(self.photos))]
-            x[i] = model_input(photo[:, ::-1] if self.rng.random() < 0.5 else photo, (side, side))
+            photo = photo[:, ::-1] if self.rng.random() < 0.5 else photo
             if self.rng.random() < self.film_prob:
-                x[i, 0] = degrade_like_film(x[i, 0] + 50.0, self.rng) - 50.0
+                small = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+                x[i, 0] = film_lightness(small, self.rng) - 50.0
+            else:
+                x[i] = model_input(photo, (side, side))
         return torch.from_numpy(x)
 
     def sample(self, batch: int):
@@ -192,10 +196,9 @@ class BatchSampler:
         pix_w = np.empty((batch, o, o), np.float32)
         mean_ab = np.empty((batch, 2), np.float32)
         for i in range(batch):
-            lab = rgb_to_lab(np.ascontiguousarray(self.crop_of(self.photos[self.rng.integers(len(self.photos))])))
-            lightness = lab[..., 0]
-            if self.rng.random() < self.film_prob:
-                lightness = degrade_like_film(lightness, self.rng)
+            rgb = np.ascontiguousarray(self.crop_of(self.photos[self.rng.integers(len(self.photos))]))
+            lab = rgb_to_lab(rgb)
+            lightness = film_lightness(rgb, self.rng) if self.rng.random() < self.film_prob else lab[..., 0]
             x[i, 0] = lightness - 50.0
             ab = cv2.resize(lab[..., 1:], (o, o), interpolation=cv2.INTER_AREA)
             mean_ab[i] = ab.reshape(-1, 2).mean(0)
@@ -571,14 +574,16 @@ def main(argv: list[str] | None = None) -> int:
         state["current"] = {"index": len(state["continuations"]) + 1, "start_step": state["step"], "elapsed": 0.0,
                             "budget_s": args.minutes * 60, "batch": args.batch, "crop": args.crop,
                             "lr": args.lr, "rebalance_power": args.rebalance_power, "film_prob": args.film_prob,
-                            "balance_weight": args.balance_weight, "bf16": use_bf16}
+                            "film_stock_prob": FILM_STOCK_PROBABILITY, "balance_weight": args.balance_weight,
+                            "bf16": use_bf16}
         opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     current = state["current"]
     current["budget_s"] = args.minutes * 60  # a resumed continuation takes the budget given now
     log_line(args.workdir, {"event": "start", "continuation": current["index"], "step": state["step"],
                             "photos": len(photos), "budget_min": args.minutes, "batch": args.batch, "crop": args.crop, "lr": args.lr,
                             "rebalance_power": args.rebalance_power, "film_prob": args.film_prob,
-                            "balance_weight": args.balance_weight, "bars_prob": BARS_PROBABILITY, "bf16": use_bf16})
+                            "film_stock_prob": FILM_STOCK_PROBABILITY, "balance_weight": args.balance_weight,
+                            "bars_prob": BARS_PROBABILITY, "bf16": use_bf16})
     plain_decoding = Decoding().module(torch.from_numpy(centres), torch.zeros(NUM_BINS))
 
     def checkpoint() -> None:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.film_augment import DEGRADATIONS, black_bars, degrade_like_film
+from models.film_augment import DEGRADATIONS, black_bars, degrade_like_film, film_lightness, film_stock_lightness
 from models.training_pack import build_pack, load_pack
 
 torch = pytest.importorskip("torch", reason="training needs PyTorch (pip install .[train])")
@@ -64,6 +64,19 @@ def test_each_film_degradation_changes_lightness_and_keeps_its_shape(degradation
         pytest.fail(f"{degradation.__name__} left the lightness as it was")
     out = degrade_like_film(lightness.copy(), rng)
     assert out.min() >= 0.0 and out.max() <= 100.0
+
+
+def test_film_stock_keeps_white_and_black_and_records_red_darker_than_the_eye_on_orthochromatic_stock():
+    rgb = np.array([[[255, 255, 255], [0, 0, 0], [200, 30, 30], [60, 120, 40], [120, 170, 230]]], np.uint8)
+    eye = cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[0, :, 0]  # 100, 0, 43, 45, 68
+    stocks = np.stack([film_stock_lightness(rgb, np.random.default_rng(seed))[0] for seed in range(40)])
+    assert stocks.dtype == np.float32 and np.allclose(stocks[:, :2], [100.0, 0.0], atol=0.01)
+    red, lawn, sky = stocks[:, 2], stocks[:, 3], stocks[:, 4]
+    assert red.min() < eye[2] - 12 and red.max() > eye[2]  # near black on orthochromatic, lighter on some panchromatic
+    assert lawn.max() < eye[3]  # every stock records this green darker than the eye sees it
+    assert sky.mean() > eye[4] and sky.max() > eye[4] + 8  # blue skies burn out toward white on most stocks
+    degraded = film_lightness(np.repeat(np.repeat(rgb, 20, axis=0), 20, axis=1), np.random.default_rng(0))
+    assert degraded.shape == (20, 100) and degraded.min() >= 0.0 and degraded.max() <= 100.0
 
 
 def test_black_bars_blacken_both_edges_and_leave_the_middle():
@@ -162,6 +175,18 @@ def test_extra_photos_are_rebuilt_from_clones_and_a_missing_one_is_named(tmp_pat
     listing.write_text(listing.read_text() + f"sky/gone.jpg\tsomeone/weather\t{'b' * 40}\tdata/gone.jpg\n")
     with pytest.raises(SystemExit, match=r"cannot read .*data/gone.jpg \(clone someone/weather at bbbbbbbbbbbb\)"):
         rebuild(tmp_path / "clones", tmp_path / "out", listing)
+
+
+def test_decoding_rule_refuses_vegetation_leaning_red_and_counts_each_limit_in_its_own_units():
+    from models.choose_decoding import shortfall
+
+    inside = {"auc_gain": 0.2, "psnr_gain": 0.1, "delta_a": 2.0, "delta_b": -2.5, "below_gray": 13,
+              "colourfulness_pct": 70.0, "green_truth_a": -0.5}
+    assert shortfall(inside, images=68) == 0.0
+    assert shortfall({**inside, "green_truth_a": 1.5}, images=68) == pytest.approx(0.5)  # red lawns: 1.5 / 3
+    assert shortfall({**inside, "green_truth_a": None}, images=68) == 0.0  # no green pixel to judge
+    assert shortfall({**inside, "below_gray": 17, "delta_a": 4.5}, images=68) == pytest.approx(
+        (17 - 13.6) / 13.6 + 1.5 / 3)
 
 
 def test_decoding_choice_with_int8_tries_each_passing_decoding_until_its_twin_passes(tmp_path):
