@@ -42,15 +42,13 @@ from stream.config import ColourSettings
 TEMPERATURES = (0.38, 0.5, 0.6)
 TILT_BETAS = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)  # < 0 strengthens rare, saturated colours; > 0 weakens them
 CONFIDENCE_POWERS = (0.0, 0.25)
-
-
-GREEN_TRUTH_A_LIMIT = 0.0
+GREEN_TRUTH_A_LIMIT = 0.0  # our mean a* where the truth is green: above it, vegetation leans red
 
 
 def shortfall(figures: dict, images: int) -> float:
     """How far validation figures (:meth:`PerImageSummary.brief`) are outside the hard limits; 0 = inside.
     A validation set without green pixels (``green_truth_a`` None) is not held to the vegetation limit."""
-    green_a = figures.get("green_truth_a")
+    green_a = figures["green_truth_a"]
     over = [max(0.0, -1.0 - figures["auc_gain"]) / 1.0,
             max(0.0, -0.5 - figures["psnr_gain"]) / 0.5,
             cast_excess(figures) / CAST_BOUND,
@@ -77,7 +75,7 @@ def load_weights(path: Path) -> tuple[ColorNet, np.ndarray, dict]:
     except OSError as exc:
         raise SystemExit(f"error: {path}: cannot read it ({exc.strerror or exc})") from None
     except Exception:  # pickle and zip errors: not a training file
-        raise SystemExit(f"error: {path}: not a training best.pt / checkpoint.pt, nor an exported .onnx") from None
+        data = None
     if not isinstance(data, dict) or "ema" not in data:
         raise SystemExit(f"error: {path}: not a training best.pt / checkpoint.pt, nor an exported .onnx")
     width = ColorNet.width_of(data["ema"])

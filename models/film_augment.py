@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stages.lab import full_lightness
+
 
 _SRGB_TO_LINEAR = np.where(np.arange(256) / 255.0 <= 0.04045, np.arange(256) / 255.0 / 12.92,
                            ((np.arange(256) / 255.0 + 0.055) / 1.055) ** 2.4).astype(np.float32)
@@ -102,14 +104,15 @@ def degrade_like_film(l: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 FILM_STOCK_PROBABILITY = 0.75
 
 
-def film_lightness(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def film_lightness(rgb: np.ndarray, rng: np.random.Generator, eye_lightness: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 H×W×3 → float32 H×W L (0..100) as old film would show the scene: recorded with a
     random film stock's sensitivity (:func:`film_stock_lightness`, with probability
-    ``FILM_STOCK_PROBABILITY``; else the eye's lightness) and then :func:`degrade_like_film`."""
+    ``FILM_STOCK_PROBABILITY``; else the eye's lightness, ``eye_lightness`` when the caller already
+    has it) and then :func:`degrade_like_film`."""
     if rng.random() < FILM_STOCK_PROBABILITY:
         lightness = film_stock_lightness(rgb, rng)
     else:
-        lightness = cv2.cvtColor(rgb.astype(np.float32) * np.float32(1.0 / 255.0), cv2.COLOR_RGB2LAB)[..., 0]
+        lightness = full_lightness(rgb) if eye_lightness is None else eye_lightness
     return degrade_like_film(lightness, rng)
 
 

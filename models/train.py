@@ -198,7 +198,7 @@ class BatchSampler:
         for i in range(batch):
             rgb = np.ascontiguousarray(self.crop_of(self.photos[self.rng.integers(len(self.photos))]))
             lab = rgb_to_lab(rgb)
-            lightness = film_lightness(rgb, self.rng) if self.rng.random() < self.film_prob else lab[..., 0]
+            lightness = film_lightness(rgb, self.rng, lab[..., 0]) if self.rng.random() < self.film_prob else lab[..., 0]
             x[i, 0] = lightness - 50.0
             ab = cv2.resize(lab[..., 1:], (o, o), interpolation=cv2.INTER_AREA)
             mean_ab[i] = ab.reshape(-1, 2).mean(0)
