@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from stream.errors import InputError
@@ -58,9 +59,10 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                holder = _holder_pid(fd)
                 os.close(fd)
-                raise InputError(f"another colorize run (pid {holder}) is writing {self.output}; "
+                who = f"another colorize run (pid {holder})" if holder else "another colorize run"
+                raise InputError(f"{who} is writing {self.output}; "
                                  "wait for it to finish or choose another output name") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -82,6 +84,17 @@ class OutputLock:
                 pass
             os.close(self.fd)
             self.fd = None
+
+
+def _holder_pid(fd: int, wait_s: float = 1.0) -> str:
+    """The pid the lock's holder wrote, or "" when it has not written one within ``wait_s``
+    (it takes the lock first and writes its pid just after)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit() or time.monotonic() >= deadline:
+            return text if text.isdigit() else ""
+        time.sleep(0.01)
 
 
 def remove_stale_temporaries(output: Path) -> list[Path]:

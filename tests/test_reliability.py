@@ -448,6 +448,32 @@ def test_running_out_of_room_is_one_clear_line_and_nothing_else_is_touched(tmp_p
     assert run_dirs(run_tmp) == []
 
 
+@pytest.mark.parametrize("written", ["4242\n", ""], ids=["pid written", "pid not yet written"])
+def test_an_output_locked_by_another_process_is_refused_naming_its_pid_only_when_known(tmp_path, written):
+    """The holder takes the lock before it writes its pid: a run that looks in between says
+    "another colorize run" rather than printing a placeholder pid."""
+    from stream.errors import InputError
+    from stream.output_path import OutputLock
+
+    output = tmp_path / "reel.mp4"
+    lock_file = output.with_name(".reel.mp4.colorize-lock")
+    lock_file.write_text(written)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock_file)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(InputError) as refusal:
+            with OutputLock(output):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    who = "another colorize run (pid 4242)" if written else "another colorize run"
+    assert str(refusal.value) == f"{who} is writing {output}; wait for it to finish or choose another output name"
+    assert lock_file.read_text() == written
+
+
 def test_two_runs_at_once_share_no_socket_or_temporary_file_and_never_one_output(tmp_path, run_tmp, ab_model):
     """Different outputs: both succeed side by side. The same output: one writes it, the other stops
     with one line (it is being written, or it exists by then), so no result is silently lost."""
@@ -469,7 +495,7 @@ def test_two_runs_at_once_share_no_socket_or_temporary_file_and_never_one_output
     results = sorted((run.wait(180), run.stderr.read()) for run in runs)
     assert results[0] == (0, "")
     assert results[1][0] == 2 and results[1][1].count("\n") == 1
-    assert re.fullmatch(rf"error: (another colorize run \(pid \d+\) is writing {re.escape(str(output))}; wait for it "
+    assert re.fullmatch(rf"error: (another colorize run(?: \(pid \d+\))? is writing {re.escape(str(output))}; wait for it "
                         rf"to finish or choose another output name|output exists: {re.escape(str(output))} .*)\n",
                         results[1][1]), results[1][1]
     assert decode_all(output).seconds == decode_all(source).seconds
