@@ -26,11 +26,13 @@ LIST_SUFFIXES = {".txt", ".lst"}
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One input file and where its output goes; ``relative``: the output's path under OUTDIR."""
+    """One input file and where its output goes; ``relative``: the output's path under OUTDIR;
+    ``refusal``: why it cannot be colorized, found while listing it ("" = none known yet)."""
 
     source: Path
     relative: Path
     is_image: bool
+    refusal: str = ""
 
 
 def output_relative(relative: Path, is_image: bool) -> Path:
@@ -42,7 +44,10 @@ def output_relative(relative: Path, is_image: bool) -> Path:
 
 
 def _item(source: Path, root: Path) -> BatchItem:
-    is_image = is_still_image(source)
+    try:
+        is_image = is_still_image(source)
+    except InputError as exc:  # this file fails with its reason; the batch goes on
+        return BatchItem(source, output_relative(source.relative_to(root), False), False, str(exc))
     return BatchItem(source, output_relative(source.relative_to(root), is_image), is_image)
 
 

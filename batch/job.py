@@ -185,7 +185,10 @@ class BatchJob:
         return outcome
 
     def _segments(self, item: BatchItem):
-        """The segment plan of a video (raises InputError for one FFmpeg cannot read); None for a still."""
+        """The segment plan of a video (raises InputError for one FFmpeg cannot read, or with the
+        item's refusal); None for a still."""
+        if item.refusal:
+            raise InputError(item.refusal)
         return None if item.is_image else plan_segments(str(item.source), self.settings.segment_s,
                                                          warmup_frames(self.settings.config))
 

@@ -148,7 +148,7 @@ class Decoder(Stage):
                      if segment.end_ticks and rate else None)
         elif total and rate and (self.job.start_s or self.job.duration_s):
             first = self.job.start_s - float((self.stream.start_time or 0) * self.stream.time_base) if self.job.start_s else 0.0
-            total = max(0, total - round(first * float(rate)))
+            total = max(0, total - math.ceil(first * float(rate) - 1e-6))
             if self.job.duration_s:
                 total = min(total, math.ceil(self.job.duration_s * float(rate)))
         if self.job.max_frames:
@@ -166,13 +166,13 @@ class Decoder(Stage):
             pts, duration = self._on_stream_clock(frame.pts), self._on_stream_clock(frame.duration)
             if pts is None:
                 pts = self.warmup_ticks if last_pts is None else last_pts + self.frame_ticks
-            if pts < self.warmup_ticks - self.frame_ticks // 2:
+            if pts < self.warmup_ticks:
                 self.skipped += 1
                 self.account.frames = self.decoded + self.skipped
                 continue  # decoded from the keyframe before --start: not part of the output
-            if self.end_ticks is not None and pts >= self.end_ticks - self.frame_ticks // 2:
+            if self.end_ticks is not None and pts >= self.end_ticks:
                 break
-            warmup = pts < self.start_ticks - self.frame_ticks // 2
+            warmup = pts < self.start_ticks
             last_pts = pts
             pts -= self.shift_ticks  # --start is the output's time 0; a segment keeps the input's clock
             self.last_frame_end_s = float((last_pts + (duration or self.frame_ticks)) * self.stream.time_base)

@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "motion to the frames around it, within the shot; repeatable (guidance.keyframes)")
     parser.add_argument("--stream", type=int, default=0, metavar="N", help="video stream to colorize (default 0)")
     parser.add_argument("--start", metavar="TIME",
-                        help="colorize from this time of the file (seconds or [HH:]MM:SS[.ms]; frame-accurate; "
-                             "the output starts at 0, its audio cut to match)")
+                        help="colorize from this time of the file (seconds or [HH:]MM:SS[.ms]; frame-accurate as "
+                             "in FFmpeg: the frames whose PTS is at or after it; the output's clock starts at it, "
+                             "the audio cut there)")
     parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("-n", "--no-overwrite", action="store_true",
                         help="if the output file exists, keep it and do nothing (exit 0)")
@@ -175,6 +176,11 @@ def validate(args: argparse.Namespace) -> Request:
     duration = parse_duration(getattr(args, "duration", None))
     if is_image and (start or duration):
         raise InputError("--start and --duration are for videos, not still images")
+    video_only = {"--crf": getattr(args, "crf", None), "--preset": getattr(args, "preset", None),
+                  "--deinterlace": getattr(args, "deinterlace", None), "--stream": args.stream or None}
+    given = [flag for flag, value in video_only.items() if value is not None]
+    if is_image and given:
+        raise InputError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for videos, not still images")
     config = run_config(args)
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     maps = parse_maps(getattr(args, "map", None))

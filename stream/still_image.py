@@ -6,6 +6,8 @@ predict_ab, merge_ab) is the same code the stages run.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -25,16 +27,40 @@ ANIMATION_SUFFIXES = {".gif", ".webp"}
 
 def is_still_image(path: Path) -> bool:
     """Whether ``path`` (an existing file) is colorized as a still: an image suffix, or a GIF/WebP
-    that holds a single picture. An animated GIF or WebP is a video."""
+    that holds a single picture. An animated GIF is a video.
+
+    Raises InputError for an animated WebP: FFmpeg's WebP decoder reads single pictures only."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES | ANIMATION_SUFFIXES:
         return False
     if suffix not in ANIMATION_SUFFIXES:
         return True
     try:
-        return cv2.imcount(str(path)) == 1
+        pictures = cv2.imcount(str(path))
     except cv2.error:
         return suffix in IMAGE_SUFFIXES  # unreadable: reported as a bad image, not probed as video
+    if pictures > 1 and suffix == ".webp":
+        raise InputError(f"{path} is an animated WebP ({pictures} pictures), which FFmpeg cannot decode: "
+                         "save it as a GIF or a video first")
+    return pictures == 1
+
+
+def read_with_decoder_messages(path: Path, flags: int) -> tuple[np.ndarray | None, list[str]]:
+    """``cv2.imread(path, flags)`` and the lines its C decoders (libjpeg, libpng...) printed on the
+    process's standard error meanwhile, captured instead of reaching the user raw: libjpeg reads a
+    truncated JPEG with only a "Premature end of JPEG file" there, and fills in the rest."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            image = cv2.imread(str(path), flags)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines()
+    return image, [line.strip() for line in lines if line.strip()]
 
 
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}
@@ -46,7 +72,7 @@ def read_alpha(source: Path, height: int, width: int) -> np.ndarray | None:
     none. Only formats that can hold one are read a second time for it."""
     if source.suffix.lower() not in ALPHA_SUFFIXES | {".gif"}:
         return None
-    raw = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    raw, _ = read_with_decoder_messages(source, cv2.IMREAD_UNCHANGED)  # said once, by colorize_image
     if raw is None or raw.ndim != 3 or raw.shape[2] not in (2, 4) or raw.shape[:2] != (height, width):
         return None
     alpha = raw[:, :, -1]
@@ -65,10 +91,10 @@ def colorize_image(source: Path, destination: Path, model: ColorModel,
     reference photos; ``keyframe``: a colour version of the image (an image file of the same
     aspect), whose colour is used instead of the model's.
 
-    Returns the image's (height, width) and warnings for the user (transparency or metadata the
-    output format cannot hold). Raises InputError for an unreadable image or a keyframe of another aspect.
+    Returns the image's (height, width) and warnings for the user (a damaged or truncated source,
+    transparency or metadata the output format cannot hold). Raises InputError for an unreadable image or a keyframe of another aspect.
     """
-    bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    bgr, decoder_messages = read_with_decoder_messages(source, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"not an image file OpenCV can read: {source}")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -84,6 +110,9 @@ def colorize_image(source: Path, destination: Path, model: ColorModel,
             ab = palette.apply(ab)
     result = cv2.cvtColor(merge_ab(rgb, ab, colour), cv2.COLOR_RGB2BGR)
     warnings = []
+    if decoder_messages:
+        warnings.append(f"{source} is damaged or truncated (decoder: {decoder_messages[0]}): "
+                        "the part it could not read is filler, not picture")
     alpha = read_alpha(source, *rgb.shape[:2])
     if alpha is not None:
         if destination.suffix.lower() in ALPHA_SUFFIXES:

@@ -208,12 +208,15 @@ def test_a_damaged_file_fails_alone_with_its_reason_and_the_exit_code_says_so(ar
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "broken.mp4").write_bytes(os.urandom(4096))
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=5:duration=1", "-loop", 0, inputs / "moving.webp")
     (inputs / "photo.png").write_bytes((archive / "photo.png").read_bytes())
     result = run_cli("batch", inputs, "-o", tmp_path / "out")
     assert result.returncode == 1
     assert f"failed             0  {tmp_path / 'out' / 'broken.mp4'}: not a media file FFmpeg can read: " \
            f"{inputs / 'broken.mp4'}" in result.stderr
-    assert result.last_error_line == "2 inputs: 1 done, 1 failed"
+    assert f"{tmp_path / 'out' / 'moving.mp4'}: {inputs / 'moving.webp'} is an animated WebP (5 pictures), " \
+           "which FFmpeg cannot decode: save it as a GIF or a video first" in result.stderr
+    assert result.last_error_line == "3 inputs: 1 done, 2 failed"
     assert (tmp_path / "out" / "photo.png").is_file() and not (tmp_path / "out" / "broken.mp4").exists()
 
 

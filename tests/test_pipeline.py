@@ -1,6 +1,7 @@
 """End to end: `colorize INPUT -o OUTPUT` through four real processes over real ZeroMQ sockets."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from models.runtime import ColorModel
+from stream.accounting import parse_clock
 from tests.conftest import REPO, cli_env, run_cli, shared_file, video_facts
 from tests.lab_reference import colorize_reference
 
@@ -206,6 +208,49 @@ def test_webp_and_single_picture_gif_are_stills_and_an_animated_gif_is_a_video(t
     result = run_cli(tmp_path / "moving.gif", "-o", tmp_path / "moving.mp4", "--model", ab_model, "-q")
     assert result.returncode == 0, result.stderr
     assert video_facts(tmp_path / "moving.mp4").frames == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--start", "1"), "--start and --duration are for videos, not still images"),
+    (("--map", "0:a"), "--map is for videos, not still images"),
+    (("--crf", "30"), "--crf is for videos, not still images"),
+    (("--stream", "1"), "--stream is for videos, not still images"),
+    (("--deinterlace", "on"), "--deinterlace is for videos, not still images"),
+    (("--crf", "20", "--preset", "fast"), "--crf and --preset are for videos, not still images"),
+])
+def test_video_only_options_on_a_still_are_refused_rather_than_ignored(tmp_path, ab_model, args, message):
+    source = tmp_path / "gray.png"
+    cv2.imwrite(str(source), cv2.imread(str(sorted(shared_file("val", "cbsd68").glob("*.png"))[0]), cv2.IMREAD_GRAYSCALE))
+    result = run_cli(source, "-o", tmp_path / "out.png", "--model", ab_model, *args)
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_an_animated_webp_is_refused_in_one_line_naming_what_to_do(tmp_path, ab_model):
+    source = tmp_path / "moving.webp"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=5:duration=1",
+                    "-loop", "0", str(source)], check=True)
+    result = run_cli(source, "-o", tmp_path / "moving.mp4", "--model", ab_model)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {source} is an animated WebP (5 pictures), which FFmpeg cannot decode: "
+                             "save it as a GIF or a video first\n")
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_a_truncated_jpeg_is_colorized_with_one_warning_instead_of_the_decoders_raw_message(tmp_path, ab_model):
+    photo = sorted(shared_file("val", "cbsd68").glob("*.png"))[2]
+    whole, cut, output = tmp_path / "whole.jpg", tmp_path / "cut.jpg", tmp_path / "out.png"
+    cv2.imwrite(str(whole), cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE))
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    result = run_cli(cut, "-o", output, "--model", ab_model)
+    assert result.returncode == 0, result.stderr
+    height, width = cv2.imread(str(photo)).shape[:2]
+    assert result.stderr.splitlines() == [
+        f"warning: {cut} is damaged or truncated (decoder: Premature end of JPEG file): the part it could not "
+        "read is filler, not picture", f"{width}x{height} image -> {output}"]
+    assert cv2.imread(str(output)).shape == (height, width, 3)
+    clean = run_cli(whole, "-o", tmp_path / "clean.png", "--model", ab_model)
+    assert clean.stderr == f"{width}x{height} image -> {tmp_path / 'clean.png'}\n"
 
 
 def test_version_and_usage_name_both_forms_of_the_command():
@@ -762,25 +807,31 @@ def test_transparency_of_a_still_is_kept_in_png_and_named_when_jpeg_drops_it(tmp
             "(use .png, .webp or .tif to keep it)") in result.stderr.splitlines()
 
 
-@pytest.mark.parametrize("start, duration", [("2", "3"), ("0:00:02.000", "0:03")])
-def test_start_and_duration_colorize_exactly_that_part_with_its_sound(tmp_path, ab_model, start, duration):
+@pytest.mark.parametrize("start, duration, first, count", [
+    ("2", "3", 50, 75), ("0:00:02.000", "0:03", 50, 75),
+    ("2.5", "3", 63, 75),  # between two frames: the first is the one at 2.52 s, shown at 0.02 s
+    ("0", "0.5", 0, 13),  # the frame at 0.48 s starts inside the half second: kept, as by ffmpeg -t 0.5
+])
+def test_start_and_duration_colorize_exactly_the_frames_whose_pts_lies_in_that_part_with_its_sound(
+        tmp_path, ab_model, start, duration, first, count):
     source = shared_file("video", "chaplin.mp4")  # 25 fps, a frame every 40 ms from 0
     output = tmp_path / "part.mp4"
     result = run_cli(source, "-o", output, "--model", ab_model, "--start", start, "--duration", duration,
                      "--crf", "0")
     assert result.returncode == 0, result.stderr
-    assert "frames: 75 decoded = 75 written" in result.last_error_line
+    assert f"frames: {count} decoded = {count} written" in result.last_error_line
     with av.open(str(source)) as original, av.open(str(output)) as part:
-        wanted = [f.to_ndarray()[:360] for i, f in enumerate(original.decode(video=0)) if 50 <= i < 125]
+        wanted = [f.to_ndarray()[:360] for i, f in enumerate(original.decode(video=0)) if first <= i < first + count]
         got = list(part.decode(video=0))
         audio = part.streams.audio[0]
         audio_start = float(audio.start_time * audio.time_base)
         audio_length = float(audio.duration * audio.time_base)
-    assert len(got) == 75
-    assert float(got[0].pts * got[0].time_base) == 0.0  # the part starts the output's clock
-    for frame, luma in zip(got, wanted):  # frame-accurate: the very frames of 2.00 s to 4.96 s
+    assert len(got) == count
+    cut = parse_clock(start, "--start")
+    for frame, luma, index in zip(got, wanted, itertools.count(first)):  # frame-accurate, on the source's clock
+        assert abs(float(frame.pts * frame.time_base) - (index * 0.04 - cut)) < 1e-3
         assert np.array_equal(frame.to_ndarray()[:360], luma)
-    assert abs(audio_start) < 0.03 and abs(audio_length - 3.0) < 0.05, (audio_start, audio_length)
+    assert abs(audio_start) < 0.03 and abs(audio_length - parse_clock(duration, "--duration")) < 0.05, (audio_start, audio_length)
 
 
 @pytest.mark.parametrize("args, message", [

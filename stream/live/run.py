@@ -43,8 +43,8 @@ EXIT_SOURCE_LOST = 1
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", metavar="TIME",
-                        help="colorize this much (seconds or [HH:]MM:SS[.ms]): of a file from --start, of a live "
-                             "source from now")
+                        help="colorize this much (seconds or [HH:]MM:SS[.ms]): of a file from --start (the frames "
+                             "whose PTS is before --start + TIME), of a live source from now")
     parser.add_argument("--preview", metavar="[HOST:]PORT",
                         help="live runs: serve a web page with the colorized stream (MJPEG) and live figures "
                              "(host 127.0.0.1 unless given; port 0 = any free port)")
