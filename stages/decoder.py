@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import time
 from typing import Iterable
 
@@ -38,9 +39,39 @@ def open_input(path: str, options: dict[str, str] | None = None):
     except FileNotFoundError:
         raise InputError(f"input not found: {path}") from None
     except (av.error.InvalidDataError, av.error.EOFError):
+        if mp4_index_missing_or_cut(path):
+            raise InputError(f"{path} is an MP4/MOV whose index (moov box) is missing or cut short: the file "
+                             "was truncated while being written or copied, and cannot be read without it") from None
         raise InputError(f"not a media file FFmpeg can read: {path}") from None
     except av.error.FFmpegError as exc:
         raise InputError(f"cannot open input {path}: {exc.strerror or exc}") from None
+
+
+def mp4_index_missing_or_cut(path: str) -> bool:
+    """Whether ``path`` is an ISO base media file (MP4, MOV: an ``ftyp`` box first, ISO/IEC 14496-12)
+    whose top-level boxes end without a whole ``moov``, the index a recorder writes last."""
+    try:
+        with open(path, "rb") as handle:
+            size_total = os.fstat(handle.fileno()).st_size
+            offset, first = 0, True
+            while offset + 8 <= size_total:
+                handle.seek(offset)
+                header = handle.read(16)
+                size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                if size == 1 and len(header) == 16:
+                    size = int.from_bytes(header[8:16], "big")
+                elif size == 0:
+                    size = size_total - offset
+                if kind == b"moov":
+                    return offset + size > size_total
+                if size < 8:
+                    return not first
+                offset, first = offset + size, False
+            return not first
+    except OSError:
+        return False
 
 
 def estimated_frame_count(stream) -> int | None:

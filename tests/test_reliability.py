@@ -369,7 +369,8 @@ def test_bad_inputs_are_one_error_line_exit_2_and_nothing_written(tmp_path, run_
     cases = [
         ((song, "-o", out), f"error: no video stream in {song}"),
         ((empty, "-o", out), f"error: not a media file FFmpeg can read: {empty}"),
-        ((no_index, "-o", out), f"error: not a media file FFmpeg can read: {no_index}"),
+        ((no_index, "-o", out), f"error: {no_index} is an MP4/MOV whose index (moov box) is missing or cut short: "
+                                "the file was truncated while being written or copied, and cannot be read without it"),
         ((whole, "-o", out, "--config", malformed), f"error: {malformed}:4: malformed YAML: "),
         ((whole, "-o", out, "--config", unknown),
          f"error: {unknown}:4: inference.workers.heartbeat_every_s: unknown key (expected one of: "),
