@@ -480,8 +480,8 @@ def evaluate_images(model_path: Path, images_dir: Path, sheet_path: Path | None 
     ``sheet_rows`` images.
     """
     started = time.perf_counter()
-    model = ColorModel(Path(model_path), settings)
     paths = list_images(images_dir, limit)
+    model = ColorModel(Path(model_path), settings)
     totals = _Totals()
     for start in range(0, len(paths), batch_size):
         batch_paths = paths[start:start + batch_size]
