@@ -64,7 +64,29 @@ def stage_process_context() -> multiprocessing.context.BaseContext:
     place_fork_server_socket()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOADED_MODULES)
+    start_helpers_deaf_to_stop_signals()
     return context
+
+
+def start_helpers_deaf_to_stop_signals() -> None:
+    """Start the fork server (and the resource tracker it starts) with SIGINT, SIGTERM and SIGHUP
+    ignored, a disposition they keep across exec: a service manager, ``timeout`` or a closed
+    terminal signals the whole process group, and a fork server killed then takes every stage with
+    it (they die with their parent) before the supervisor can finish the frames in flight."""
+    import threading
+    from multiprocessing import forkserver
+
+    from stream.stop_signals import STOP_SIGNALS
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+    try:
+        forkserver.ensure_running()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass

@@ -367,9 +367,12 @@ def test_each_bad_input_is_one_clear_line_exit_2_and_nothing_written(tmp_path, r
         assert run_dirs(run_tmp) == []
 
 
-def start_cli(args, run_tmp: Path) -> subprocess.Popen:
+def start_cli(args, run_tmp: Path, own_group: bool = False) -> subprocess.Popen:
+    """The command, started as a child; ``own_group``: in a process group of its own (as a shell job
+    or a service is), so a signal can be sent to all of it."""
     return subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO, env=cli_env(run_tmp),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=own_group)
 
 
 def wait_for_children(cli: subprocess.Popen, names: set[str], timeout: float = 60) -> dict[int, str]:
@@ -459,17 +462,23 @@ def test_a_killed_supervisor_takes_every_stage_process_with_it(tmp_path, run_tmp
     assert run_dirs(run_tmp) == []
 
 
+@pytest.mark.parametrize("to_group", [False, True], ids=["to the command", "to its process group"])
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["ctrl-c", "sigterm", "sighup"])
 def test_ctrl_c_sigterm_and_sighup_keep_a_playable_partial_file_with_the_frames_done(tmp_path, run_tmp, ab_model,
-                                                                                      signum, exit_code):
+                                                                                      signum, exit_code, to_group):
+    """Sent to the whole process group too, as a terminal (Ctrl-C, hang-up), ``timeout`` and
+    systemd do: the helper processes must not die before the frames in flight are written."""
     source = shared_file("video", "big_buck_bunny_0_30.webm")
     output = tmp_path / "stopped.mp4"
-    cli = start_cli((source, "-o", output, "--model", ab_model), run_tmp)
+    cli = start_cli((source, "-o", output, "--model", ab_model), run_tmp, own_group=to_group)
     wait_for_children(cli, {"cz-decoder", "cz-preprocessor", "cz-inference", "cz-encoder"})
     wait_for_file(".stopped.colorize-*", tmp_path)
     time.sleep(1.0)
-    cli.send_signal(signum)
+    if to_group:
+        os.killpg(cli.pid, signum)
+    else:
+        cli.send_signal(signum)
     _, stderr = cli.communicate(timeout=60)
     assert cli.returncode == exit_code, stderr
     partial = tmp_path / "stopped.partial.mp4"
