@@ -79,7 +79,14 @@ class LocalPool:
                 return updates
 
     def close(self, cancel: bool = False) -> None:
+        """Shut the pool down; ``cancel``: at once, killing the workers (and with them the pipelines
+        they run), so no piece starts or goes on after the job stopped (Ctrl-C): the executor
+        would otherwise wait for the pieces running and start the ones already handed to it."""
+        if cancel:
+            for worker in list(self._pool._processes.values()):  # no public way before Python 3.14
+                worker.kill()
         self._pool.shutdown(wait=True, cancel_futures=cancel)
+        self._queue.cancel_join_thread()
         self._queue.close()
 
 

@@ -168,10 +168,11 @@ class BackgroundCli:
 
     started: list["BackgroundCli"] = []
 
-    def __init__(self, *args, tmpdir: Path | None = None):
+    def __init__(self, *args, tmpdir: Path | None = None, own_group: bool = False):
+        """``own_group``: in a process group of its own, as a shell job is, for signals sent to all of it."""
         self.process = subprocess.Popen([sys.executable, "-m", "stream.cli", *map(str, args)], cwd=REPO,
                                         env=cli_env(tmpdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        text=True, stdin=subprocess.DEVNULL)
+                                        text=True, stdin=subprocess.DEVNULL, start_new_session=own_group)
         BackgroundCli.started.append(self)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -161,6 +162,34 @@ def test_sigkill_mid_job_then_the_same_command_reuses_finished_segments_and_give
     assert frame_hashes(outdir / "film.mp4") == frame_hashes(tmp_path / "reference" / "film.mp4")
     assert audio_packets(outdir / "film.mp4") == audio_packets(tmp_path / "reference" / "film.mp4")
     assert not list((outdir / ".colorize-batch" / "pieces").rglob("*.mp4")), "pieces left after the join"
+
+
+def test_ctrl_c_to_a_two_worker_batch_stops_it_at_once_and_no_piece_is_written_after_it(film, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the batch exits 130 within seconds, its
+    workers and their pipelines are gone (nothing in OUTDIR changes afterwards), and the same command
+    finishes the film."""
+    outdir = tmp_path / "out"
+    stopped = BackgroundCli("batch", film, "-o", outdir, "--segment-s", 1, "--jobs", 2, own_group=True)
+    wait_for_pieces(outdir, 1, stopped.process)
+    os.killpg(stopped.process.pid, signal.SIGINT)
+    signalled, started = time.time(), time.monotonic()
+    assert stopped.process.wait(timeout=60) == 130
+    assert time.monotonic() - started < 15
+    finished_after = [p.name for p in (outdir / ".colorize-batch" / "pieces").rglob("*.mp4")
+                      if not p.name.startswith(".") and p.stat().st_mtime > signalled + 0.5]
+    assert finished_after == [], "pieces were still finished (and not recorded) after Ctrl-C"
+    stopped.reader.join(10)
+    assert stopped.lines[-1] == "interrupted: the pieces finished so far are kept; run the same command again to continue"
+
+    def snapshot() -> dict:
+        return {p: p.stat().st_mtime_ns for p in outdir.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    time.sleep(3)
+    assert snapshot() == before, "a worker went on writing after the batch stopped"
+    again = run_cli("batch", film, "-o", outdir, "--segment-s", 1, "--jobs", 2)
+    assert again.returncode == 0, again.stderr
+    assert video_facts(outdir / "film.mp4").frames == 241
 
 
 def test_a_second_run_on_the_same_outdir_leaves_the_files_the_first_is_working_on_alone(film, archive, tmp_path):
