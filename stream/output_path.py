@@ -38,6 +38,13 @@ def existing_output(output: Path, overwrite: bool, keep: bool) -> bool:
     return False
 
 
+def refuse_to_replace(path: Path, overwrite: bool) -> None:
+    """For the commands that write one file besides a video (``profile -o``, ``tune -o``): raise
+    :class:`InputError` when ``path`` exists and ``overwrite`` (-y) was not given."""
+    if path.exists() and not overwrite:
+        raise InputError(f"output exists: {path} (-y replaces it)")
+
+
 class OutputLock:
     """Held while a run writes ``output``: a second run for the same name stops with one line
     instead of both succeeding and one result silently replacing the other.

@@ -76,12 +76,22 @@ def test_profile_frames_limits_the_run_and_output_keeps_the_video(tmp_path, ab_m
     (("missing.mp4", "--trace", "{trace}"), "error: input not found: missing.mp4"),
     (("{source}", "--frames", "0", "--trace", "{trace}"), "error: --frames must be 1 or more, got 0"),
     (("{source}", "--trace", "no/such/folder/t.json"), "error: trace directory does not exist: no/such/folder"),
+    (("{source}", "-o", "{kept}", "--trace", "{trace}"), "error: output exists: {kept} (-y replaces it)"),
 ])
 def test_bad_input_is_one_error_line_exit_2_and_nothing_written(tmp_path, args, line):
-    source, trace = shared_file("video", "test_video.mp4"), tmp_path / "t.json"
-    result = run_cli("profile", *(arg.format(source=source, trace=trace) for arg in args))
-    assert (result.returncode, result.stderr.strip()) == (2, line)
-    assert not trace.exists()
+    source, trace, kept = shared_file("video", "test_video.mp4"), tmp_path / "t.json", tmp_path / "earlier.mp4"
+    kept.write_bytes(b"an earlier recording")
+    result = run_cli("profile", *(arg.format(source=source, trace=trace, kept=kept) for arg in args))
+    assert (result.returncode, result.stderr.strip()) == (2, line.format(kept=kept))
+    assert not trace.exists() and kept.read_bytes() == b"an earlier recording"
+
+
+def test_tune_keeps_an_existing_yaml_unless_y(tmp_path):
+    tuned = tmp_path / "mine.yaml"
+    tuned.write_text("encoder:\n  crf: 20\n")
+    result = run_cli("tune", shared_file("video", "test_video.mp4"), "-o", tuned)
+    assert (result.returncode, result.stderr) == (2, f"error: output exists: {tuned} (-y replaces it)\n")
+    assert tuned.read_text() == "encoder:\n  crf: 20\n"
 
 
 def figures(stage: str, busy: float, replicas: int = 1, cores: float = 0.2) -> StageFigures:

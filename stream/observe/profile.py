@@ -35,6 +35,7 @@ from stream.observe.chrome_trace import STAGE_ORDER, build_trace, frame_slices, 
 from stream.cli import one_thread_session, probe_video, reporting_errors, run_video, validate
 from stream.config import EncoderConfig, PipelineConfig
 from stream.errors import InputError, PipelineError
+from stream.output_path import refuse_to_replace
 from stream.observe.tracing import StageRecord, load_records
 from stream.observe.tune import fit_to_machine
 
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("input", help="video file")
     parser.add_argument("-o", "--output", type=Path,
                         help="keep the colorized video here (default: a temporary file, deleted)")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing -o file")
     parser.add_argument("--config", type=Path, help="pipeline YAML (default: built-in defaults)")
     parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
     parser.add_argument("--trace", type=Path, default=Path("trace.json"),
@@ -227,11 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """What :func:`stream.cli.validate` does not check: --frames, --trace, a live input."""
+    """What :func:`stream.cli.validate` does not check: --frames, --trace, a live input, an
+    existing -o without -y."""
     if args.frames is not None and args.frames < 1:
         raise InputError(f"--frames must be 1 or more, got {args.frames}")
     if "://" in args.input:
         raise InputError(f"profile runs on video files, not live sources: {args.input}")
+    if args.output is not None:
+        refuse_to_replace(args.output, args.overwrite)
     trace_dir = args.trace.parent if str(args.trace.parent) else Path(".")
     if args.trace.is_dir():
         raise InputError(f"--trace is a directory: {args.trace}")

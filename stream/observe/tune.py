@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "with replicas, batch size and threads for this machine.")
     parser.add_argument("input", help="a video like the ones you will colorize (its first frames are used)")
     parser.add_argument("-o", "--output", type=Path, default=Path("tuned.yaml"), help="YAML to write (tuned.yaml)")
+    parser.add_argument("-y", "--overwrite", action="store_true", help="replace an existing -o file")
     parser.add_argument("--model", type=Path, help="ONNX model (default: the embedded model)")
     parser.add_argument("--config", type=Path, help="base YAML: its provider, preset and transport are kept")
     parser.add_argument("--frames", type=int, default=48, help="frames to sample (default 48)")
@@ -348,10 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from models import DEFAULT_MODEL_PATH
-    from models.runtime import ModelError
+    from models.runtime import ModelError, model_to_run
     from stream.config import ConfigError, load_config
     from stream.errors import InputError, error_lines
+    from stream.output_path import refuse_to_replace
 
     args = build_parser().parse_args(argv)
     try:
@@ -359,8 +360,9 @@ def main(argv: list[str]) -> int:
             raise InputError(f"--frames must be 1 or more, got {args.frames}")
         if not Path(args.input).is_file():
             raise InputError(f"input not found: {args.input}")
+        refuse_to_replace(args.output, args.overwrite)
         base = load_config(args.config)
-        model = args.model or DEFAULT_MODEL_PATH
+        model = model_to_run(args.model, base.inference.provider, base.inference.precision)
         if not model.is_file():
             raise ModelError(f"model file not found: {model}")
         m = measure(args.input, args.stream, model, base.inference.provider, base.encoder.preset, args.frames)
