@@ -32,7 +32,8 @@ from stream.accounting import account_of, parse_clock
 from stream.config import ConfigError, PipelineConfig
 from stream.errors import InputError, PipelineError, error_lines
 from stream.output_path import OutputLock, check_output_location, existing_output, remove_stale_temporaries
-from stream.live.run import add_live_arguments, is_live_run, parse_duration, refuse_live_options, run_live, validate_live
+from stream.live.run import (add_live_arguments, is_live_run, parse_duration, refuse_live_options,
+                             replace_earlier_segments, run_live, validate_live)
 from stream.memory import rgb_frame_bytes
 from stream.options import VIDEO_FORMATS, run_config
 from stream.progress import ProgressBar, summary_line
@@ -439,11 +440,13 @@ def colorize(args: argparse.Namespace) -> int:
     with OutputLock(output):
         remove_stale_temporaries(output)
         # under the lock: a run that held it may have finished this output since validate
-        if existing_output(output, args.overwrite, args.no_overwrite):
+        earlier = request.earlier_output() if live else output
+        if existing_output(earlier, args.overwrite, args.no_overwrite):
             if not request.quiet:
-                print(f"{output} exists: kept, nothing done (-n)", file=sys.stderr)
+                print(f"{earlier} exists: kept, nothing done (-n)", file=sys.stderr)
             return 0
         if live:
+            replace_earlier_segments(request)
             return run_live(request)
         return run_image(request) if request.is_image else run_video(request)
 

@@ -329,6 +329,22 @@ def test_killing_the_process_leaves_playable_segments(tmp_path, chaplin_server, 
         assert facts.frames > 0 and facts.pts[0] == 0 and facts.mean_chroma > 5.0, segment
     assert decodable_frames(segments[-1]) >= 0
 
+    again = run_cli(chaplin_server.url, "-o", output, "--model", ab_model, "--config", config, timeout=60,
+                    tmpdir=tmp_path)
+    assert (again.returncode, again.stderr) == (2, f"error: output exists: {segments[0]} (-y replaces it, -n keeps "
+                                                   "it and skips the run)\n")
+    before = {p: p.stat().st_mtime_ns for p in segments}
+    kept = run_cli(chaplin_server.url, "-o", output, "--model", ab_model, "--config", config, "-n", timeout=60,
+                   tmpdir=tmp_path)
+    assert (kept.returncode, kept.stderr) == (0, f"{segments[0]} exists: kept, nothing done (-n)\n")
+    assert {p: p.stat().st_mtime_ns for p in sorted(tmp_path.glob("cut-*.mp4"))} == before
+    replaced = run_cli(chaplin_server.url, "-o", output, "--model", ab_model, "--config", config, "-y",
+                       "--duration", "1.5", "-q", timeout=120, tmpdir=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    now = sorted(tmp_path.glob("cut-*.mp4"))
+    assert now and all(p not in before or p.stat().st_mtime_ns != before[p] for p in now), \
+        "a segment of the earlier recording was left beside the new ones"
+
 
 def test_a_source_that_cannot_be_reached_is_one_clear_line_exit_2(tmp_path, ab_model):
     url = f"rtsp://127.0.0.1:{free_port()}/nothing"

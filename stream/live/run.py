@@ -89,6 +89,12 @@ class LiveRequest:
     def publishing(self) -> bool:
         return publish_format(self.output) is not None
 
+    def earlier_output(self) -> Path:
+        """What an earlier recording to the same place left: the output file, or with
+        ``live.output.segment_s`` the first of its segments (the output's own name otherwise)."""
+        written = _written_outputs(self)
+        return written[0] if written else Path(self.output)
+
 
 def validate_live(args: argparse.Namespace) -> LiveRequest:
     """Check a live command line; raise InputError/ConfigError/ModelError with one line."""
@@ -126,8 +132,18 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
     if config.guidance.keyframes:
         raise InputError("--keyframe is for files and still images: a live run cannot look at the frames around one")
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
-    return LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
-                       duration, preview)
+    request = LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
+                          duration, preview)
+    if not request.publishing:
+        existing_output(request.earlier_output(), args.overwrite, args.no_overwrite)  # segments too
+    return request
+
+
+def replace_earlier_segments(request: LiveRequest) -> None:
+    """With -y, a segmented recording starts by removing an earlier one's segments, so none of
+    them is left beside the new ones looking like part of it."""
+    if request.config.live.output.segment_s > 0:
+        _remove_outputs(request)
 
 
 @dataclass
