@@ -57,12 +57,12 @@ def validate(args: argparse.Namespace) -> BatchSettings:
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"-o must be a folder: {outdir} is a file")
-    for parent in outdir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"-o {outdir}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise InputError(f"-o {outdir}: cannot create folders in {parent} (permission denied)")
+    for folder in (outdir, *outdir.parents):  # the nearest that exists must take new files and folders
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"-o {outdir}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise InputError(f"-o {outdir}: {folder} is not writable (permissions or a read-only file system)")
             break
     if args.jobs is not None and args.jobs < 1:
         raise InputError(f"--jobs must be 1 or more, got {args.jobs}")

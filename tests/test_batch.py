@@ -290,6 +290,21 @@ def test_an_outdir_below_a_file_is_one_line_and_exit_code_2(archive, tmp_path):
         2, f"error: -o {tmp_path / 'notes' / 'out'}: {tmp_path / 'notes'} is a file, not a folder")
 
 
+@pytest.mark.parametrize("below", ["", "sub"], ids=["the folder itself", "a folder to create in it"])
+def test_an_outdir_on_a_read_only_file_system_is_one_line_and_exit_code_2(archive, tmp_path, below):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a read-only tmpfs needs root (or CAP_SYS_ADMIN) on this machine")
+    try:
+        outdir = mount / below if below else mount
+        result = run_cli("batch", archive / "photo.png", "-o", outdir)
+        assert (result.returncode, result.stderr.strip()) == (
+            2, f"error: -o {outdir}: {mount} is not writable (permissions or a read-only file system)")
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 @pytest.fixture
 def ray_cluster():
     """A real Ray cluster on this machine: a head (no work) and two worker nodes of 2 CPUs."""
