@@ -96,7 +96,9 @@ def expand_inputs(inputs: list[str], outdir: Path) -> list[BatchItem]:
             continue
         if item.relative in seen:
             raise InputError(f"{seen[item.relative]} and {source} would both be written to "
-                             f"{outdir / item.relative}: give them separate folders")
+                             f"{outdir / item.relative} (outputs mirror the path below each folder given, or "
+                             "each listed file's own folder): give their common parent folder as the input, "
+                             "or run them into different -o folders")
         seen[item.relative] = source
         unique.append(item)
     if not unique:

@@ -290,6 +290,21 @@ def test_an_outdir_below_a_file_is_one_line_and_exit_code_2(archive, tmp_path):
         2, f"error: -o {tmp_path / 'notes' / 'out'}: {tmp_path / 'notes'} is a file, not a folder")
 
 
+def test_two_folders_holding_the_same_name_are_refused_saying_what_to_do(archive, tmp_path):
+    for folder in ("reel1", "reel2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "photo.png").write_bytes((archive / "photo.png").read_bytes())
+    result = run_cli("batch", tmp_path / "reel1", tmp_path / "reel2", "-o", tmp_path / "out")
+    assert (result.returncode, result.stderr.strip()) == (2, (
+        f"error: {tmp_path / 'reel1' / 'photo.png'} and {tmp_path / 'reel2' / 'photo.png'} would both be written "
+        f"to {tmp_path / 'out' / 'photo.png'} (outputs mirror the path below each folder given, or each listed "
+        "file's own folder): give their common parent folder as the input, or run them into different -o folders"))
+    together = run_cli("batch", tmp_path, "-o", tmp_path / "out", "-q")
+    assert together.returncode == 0, together.stderr
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == [
+        "reel1/photo.png", "reel2/photo.png"]
+
+
 @pytest.mark.parametrize("below", ["", "sub"], ids=["the folder itself", "a folder to create in it"])
 def test_an_outdir_on_a_read_only_file_system_is_one_line_and_exit_code_2(archive, tmp_path, below):
     mount = tmp_path / "ro"
