@@ -103,7 +103,10 @@ def open_options(url: str, cfg: LiveSourceConfig) -> dict[str, str]:
 
 
 def open_source(url: str, cfg: LiveSourceConfig, network: bool):
-    """Open a live source; raises InputError with one line when it cannot be opened."""
+    """Open a live source; raises InputError with one line when it cannot be opened. A server that
+    takes the connection and never answers ends some demuxers (RTSP's) with "invalid data" once
+    their own wait runs out: after ``open_timeout_s`` that is said as no answer."""
+    started = time.monotonic()
     try:
         if network:
             return av.open(url, mode="r", options=open_options(url, cfg),
@@ -114,6 +117,9 @@ def open_source(url: str, cfg: LiveSourceConfig, network: bool):
     except av.error.ExitError:
         raise InputError(f"cannot open input {redact_url(url)}: no answer within {cfg.open_timeout_s:g} s") from None
     except (av.error.InvalidDataError, av.error.EOFError):
+        if network and time.monotonic() - started >= cfg.open_timeout_s:
+            raise InputError(f"cannot open input {redact_url(url)}: no answer within "
+                             f"{cfg.open_timeout_s:g} s") from None
         raise InputError(f"not a media stream FFmpeg can read: {redact_url(url)}") from None
     except (av.error.FFmpegError, OSError) as exc:
         raise InputError(f"cannot open input {redact_url(url)}: {getattr(exc, 'strerror', None) or exc}") from None

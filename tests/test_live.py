@@ -354,6 +354,20 @@ def test_a_source_that_cannot_be_reached_is_one_clear_line_exit_2(tmp_path, ab_m
     assert list(tmp_path.glob("out*")) == []
 
 
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_a_server_that_takes_the_connection_and_never_answers_is_one_clear_line_exit_2(tmp_path, ab_model, scheme):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"{scheme}://127.0.0.1:{silent.getsockname()[1]}/camera"
+        config = tmp_path / "quick.yaml"
+        config.write_text("live:\n  source:\n    open_timeout_s: 2\n")
+        result = run_cli(url, "-o", tmp_path / "out.mp4", "--model", ab_model, "--config", config, timeout=60,
+                         tmpdir=tmp_path)
+    assert (result.returncode, result.stderr) == (2, f"error: cannot open input {url}: no answer within 2 s\n")
+    assert list(tmp_path.glob("out*")) == []
+
+
 @pytest.mark.parametrize("args, message", [
     (("--preview", "8080"), "error: --preview is for live runs (a network input such as rtsp://... "
                             "or a stream output such as -o rtsp://...)"),
