@@ -247,6 +247,14 @@ def test_auto_gives_inference_replicas_in_proportion_to_its_share_of_the_work():
     assert sixteen.inference_replicas == 3 and sixteen.preprocessor_replicas == 1
 
 
+def test_sparse_inference_is_planned_for_its_cost_per_output_frame():
+    from stream.observe.tune import plan, sparse_inference
+
+    sixteen = costs(0.4, 0.5, 11.3, 4.4, cores=16)  # every frame: 3 replicas (above)
+    one_in_four = plan(sparse_inference(sixteen, 4))  # 227 fps × 2.8 ms = 0.64 busy replicas
+    assert one_in_four.inference_replicas == 1 and one_in_four.target_fps == plan(sixteen).target_fps
+
+
 def test_auto_values_are_fitted_to_this_machine_and_numbers_are_kept(tmp_path):
     from models import DEFAULT_MODEL_PATH
     from models.runtime import ColorModel, SessionSettings

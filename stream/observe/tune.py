@@ -259,6 +259,13 @@ def quick_measure(model, width: int, height: int, preset: str, cores: int) -> Me
                         preprocess=preprocess, inference=inference, encode=Cost(encode_s, encode_s))
 
 
+def sparse_inference(m: Measurements, every: int) -> Measurements:
+    """``m`` with the model's cost per output frame when it runs on 1 frame in ``every``
+    (``inference.every_nth_frame``; the frames between take the colour carried along the motion)."""
+    return dataclasses.replace(m, inference={key: Cost(cost.wall / every, cost.cpu / every)
+                                             for key, cost in m.inference.items()})
+
+
 def fit_to_machine(config, model, width: int, height: int, live: bool, cores: int | None = None):
     """``config`` (a :class:`stream.config.PipelineConfig`) with its ``auto`` values chosen for this
     machine and this input, and one line saying what was chosen ('' when nothing was ``auto``).
@@ -282,10 +289,7 @@ def fit_to_machine(config, model, width: int, height: int, live: bool, cores: in
         choices, basis = dict(PLAIN_CHOICES), "live"
     else:
         m = quick_measure(model, width, height, config.encoder.preset, cores)
-        every = config.inference.every_nth_frame  # sparse inference: the model runs on 1 frame in k
-        m = dataclasses.replace(m, inference={key: Cost(cost.wall / every, cost.cpu / every)
-                                              for key, cost in m.inference.items()})
-        p = plan(m)
+        p = plan(sparse_inference(m, config.inference.every_nth_frame))
         choices = {"preprocessor.replicas": p.preprocessor_replicas, "inference.replicas": p.inference_replicas,
                    "inference.batch_size": p.batch_size, "inference.intra_op_threads": p.intra_op_threads}
         if config.inference.provider != "cpu":
@@ -369,7 +373,11 @@ def main(argv: list[str]) -> int:
     except (InputError, ConfigError, ModelError) as exc:
         print(error_lines(exc), file=sys.stderr)
         return 2
-    p = plan(m)
+    every = base.inference.every_nth_frame
+    p = plan(sparse_inference(m, every))
+    if every > 1:
+        p.reasons.insert(0, f"the model runs on 1 frame in {every} (inference.every_nth_frame): its cost per "
+                            f"frame below is the measured one divided by {every}")
     print(f"tune: {Path(args.input).name}, {m.size[0]}×{m.size[1]}, {m.frames} frames sampled; "
           f"{m.cores} core{'s' * (m.cores != 1)} (os.sched_getaffinity)")
     print(f"  decode       {m.decode}")
