@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.rundir import process_exists
+
 STALE_S = 30.0
 HEARTBEAT_S = 5.0
 SAMPLE_BYTES = 1 << 20
@@ -82,12 +84,7 @@ def _owner_alive(owner: str, heartbeat: float, now: float) -> bool:
     if now - heartbeat > STALE_S:
         return False
     if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return process_exists(int(pid))
     return True
 
 

@@ -32,14 +32,20 @@ OWNER_FILE = "owner.pid"
 
 
 def process_exists(pid: int) -> bool:
-    """Whether a process with this pid exists (of any user)."""
+    """Whether a process with this pid is alive (of any user): one that has exited but that its
+    parent has not yet reaped (a zombie, state Z in /proc/PID/stat) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return True
-    return True
+    return state != b"Z"
 
 
 def remove_stale_run_dirs(base: str) -> list[str]:

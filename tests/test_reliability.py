@@ -520,20 +520,27 @@ def test_the_run_folder_falls_back_to_tmp_when_tmpdir_is_too_long(tmp_path, monk
         shutil.rmtree(folder)
 
 
-def test_run_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+def test_run_folders_of_dead_runs_are_removed_and_live_ones_kept_even_before_the_dead_are_reaped(tmp_path):
     from stream.rundir import remove_stale_run_dirs
 
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True)
     dead_pid = int(finished.stdout)
-    for name, pid in (("colorize-dead", dead_pid), ("colorize-live", os.getpid())):
+    unreaped = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, not yet waited for: a zombie
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{unreaped.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for name, pid in (("colorize-dead", dead_pid), ("colorize-live", os.getpid()), ("colorize-zombie", unreaped.pid)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "owner.pid").write_text(f"{pid}\n")
         (tmp_path / name / "decoder.sock").write_text("")
     (tmp_path / "colorize-unowned").mkdir()  # not ours to judge: no owner file
     (tmp_path / "other-dead").mkdir()
-    assert remove_stale_run_dirs(str(tmp_path)) == [str(tmp_path / "colorize-dead")]
+    assert sorted(remove_stale_run_dirs(str(tmp_path))) == [str(tmp_path / "colorize-dead"),
+                                                            str(tmp_path / "colorize-zombie")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["colorize-live", "colorize-unowned", "other-dead"]
+    unreaped.wait()
 
 
 # ---------------------------------------------------------------------------------------------
