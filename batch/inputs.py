@@ -45,10 +45,10 @@ def output_relative(relative: Path, is_image: bool) -> Path:
 
 def _item(source: Path, root: Path) -> BatchItem:
     try:
-        is_image = is_still_image(source)
+        is_image, refusal = is_still_image(source), ""
     except InputError as exc:  # this file fails with its reason; the batch goes on
-        return BatchItem(source, output_relative(source.relative_to(root), False), False, str(exc))
-    return BatchItem(source, output_relative(source.relative_to(root), is_image), is_image)
+        is_image, refusal = False, str(exc)
+    return BatchItem(source, output_relative(source.relative_to(root), is_image), is_image, refusal)
 
 
 def _from_folder(folder: Path) -> list[BatchItem]:

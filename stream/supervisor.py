@@ -28,9 +28,11 @@ import secrets
 import shutil
 import sys
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from typing import Callable
 
 import zmq
@@ -39,6 +41,7 @@ from stream.config import PLAIN_CHOICES, PipelineConfig, with_choices
 from stream.errors import InputError, PipelineError
 from stream.scaleout.keys import copy_hint, keys_dir
 from stream.scaleout.broker import BrokerSpec, run_broker
+from stream.stop_signals import STOP_SIGNALS
 from stream.rundir import make_run_dir, place_fork_server_socket
 from stream.stage import Job, StageSpec, run_stage, stage_class
 from stream.transport import Endpoints, make_endpoints
@@ -73,11 +76,6 @@ def start_helpers_deaf_to_stop_signals() -> None:
     ignored, a disposition they keep across exec: a service manager, ``timeout`` or a closed
     terminal signals the whole process group, and a fork server killed then takes every stage with
     it (they die with their parent) before the supervisor can finish the frames in flight."""
-    import threading
-    from multiprocessing import forkserver
-
-    from stream.stop_signals import STOP_SIGNALS
-
     if threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
         return

@@ -134,8 +134,8 @@ def validate_live(args: argparse.Namespace) -> LiveRequest:
     model = model_to_run(args.model, config.inference.provider, config.inference.precision)
     request = LiveRequest(args.input, args.output, output_format, model, config, args.stream, args.quiet,
                           duration, preview)
-    if not request.publishing:
-        existing_output(request.earlier_output(), args.overwrite, args.no_overwrite)  # segments too
+    if not request.publishing and config.live.output.segment_s > 0:  # a single file was checked above
+        existing_output(request.earlier_output(), args.overwrite, args.no_overwrite)
     return request
 
 
